@@ -1,0 +1,5 @@
+//! sysupdate-publish: turn per-architecture build outputs into signed
+//! systemd-sysupdate channels.
+
+pub mod arch;
+pub mod signing;
