@@ -176,7 +176,8 @@ impl SecretKey {
             public_params,
         )
         .map_err(pgp_err("creating the public key"))?;
-        let pk = packet::PublicKey::from_inner(inner).map_err(pgp_err("creating the public key"))?;
+        let pk =
+            packet::PublicKey::from_inner(inner).map_err(pgp_err("creating the public key"))?;
         let sk = packet::SecretKey::new(pk, SecretParams::Plain(plain))
             .map_err(pgp_err("creating the secret key"))?;
         let mut flags = KeyFlags::default();
@@ -214,20 +215,23 @@ impl SecretKey {
         what: &str,
         passphrase: Option<&str>,
     ) -> Result<SecretKey, SigningError> {
-        let (key, _) = SignedSecretKey::from_armor_single(Cursor::new(text.as_bytes()))
-            .map_err(pgp_err(format!("{what}: not an armored OpenPGP secret key")))?;
-        key.verify_bindings()
-            .map_err(pgp_err(format!("{what}: the key's self-signatures do not verify")))?;
+        let (key, _) = SignedSecretKey::from_armor_single(Cursor::new(text.as_bytes())).map_err(
+            pgp_err(format!("{what}: not an armored OpenPGP secret key")),
+        )?;
+        key.verify_bindings().map_err(pgp_err(format!(
+            "{what}: the key's self-signatures do not verify"
+        )))?;
         check_algorithm(what, key.primary_key.algorithm())?;
         let password = passphrase.map(Password::from).unwrap_or_default();
         let sk = SecretKey { key, password };
         // Fail now, not halfway through a release, when the key cannot sign.
-        sk.sign(b"probe", SignOptions::default()).map_err(|e| match e {
-            SigningError::Pgp { .. } if passphrase.is_none() => SigningError::Locked {
-                what: what.to_string(),
-            },
-            e => e,
-        })?;
+        sk.sign(b"probe", SignOptions::default())
+            .map_err(|e| match e {
+                SigningError::Pgp { .. } if passphrase.is_none() => SigningError::Locked {
+                    what: what.to_string(),
+                },
+                e => e,
+            })?;
         Ok(sk)
     }
 
@@ -434,7 +438,10 @@ impl Keyring {
         for key in &self.keys {
             let primary = hex_fingerprint(&key.primary_key.fingerprint());
             let result = if issues(&issuer, &primary) {
-                Some(sig.verify(&key.primary_key, data).map_err(|_| primary.clone()))
+                Some(
+                    sig.verify(&key.primary_key, data)
+                        .map_err(|_| primary.clone()),
+                )
             } else {
                 key.public_subkeys.iter().find_map(|sub| {
                     let fpr = hex_fingerprint(&sub.key.fingerprint());
@@ -513,7 +520,9 @@ mod tests {
             ring.verify(b"x", &sig, SystemTime::now()),
             Err(VerifyError::Expired { .. })
         ));
-        let info = ring.verify(b"x", &sig, created + Duration::from_secs(60)).unwrap();
+        let info = ring
+            .verify(b"x", &sig, created + Duration::from_secs(60))
+            .unwrap();
         assert_eq!(info.created, from_unix(to_unix(created)));
         assert!(info.expires.is_some());
     }

@@ -1,0 +1,153 @@
+//! Command-line definitions (clap). No logic lives here.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Typical use:
+  sysupdate-publish keygen --uid 'Appliance Updates <updates@example.com>' \\
+      --secret /run/secrets/release.asc --keyring keys/release.pgp
+  sysupdate-publish release --version 18          # nix build every configured system, publish
+  sysupdate-publish release --output x86_64-linux=./result-x86 --output arm64=./result-arm
+  sysupdate-publish status
+
+The configuration is ./sysupdate-publish.toml unless --config says otherwise.
+Exit status: 0 success, 1 the operation failed, 2 usage or configuration error.";
+
+/// Publish signed systemd-sysupdate channels from per-architecture build outputs.
+///
+/// Builds per-architecture update directories (payloads, SHA256SUMS, SHA256SUMS.gpg)
+/// that systemd-sysupdate 254 and later accept, and keeps them consistent:
+/// payloads first, manifests and signatures after, old versions pruned last.
+#[derive(Parser, Debug)]
+#[command(name = "sysupdate-publish", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Configuration file [default: ./sysupdate-publish.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print one JSON document on stdout (human output still goes to stderr)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More detail on stderr (repeat for more)
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Publish a version for every architecture, following the commit protocol
+    ///
+    /// Inputs come from --output (one per architecture) or, without it, from
+    /// `nix build` of the configured attribute for every configured system.
+    /// Existing manifests are verified first; the new version must be complete
+    /// for the transfer files and newer than every published version.
+    Release(ReleaseArgs),
+
+    /// Show the published versions, signatures and problems of every architecture
+    Status(StatusArgs),
+
+    /// Create a signing key: armored secret key (mode 0600) and the binary keyring devices install
+    ///
+    /// The keyring goes onto devices as /etc/systemd/import-pubring.pgp and
+    /// /etc/systemd/import-pubring.gpg (systemd 257 and older read only the latter).
+    Keygen(KeygenArgs),
+
+    /// Write a detached OpenPGP signature of FILE (what systemd-pull verifies)
+    Sign(SignArgs),
+
+    /// Write DIR/SHA256SUMS over the regular files of DIR, byte-exact for systemd-sysupdate
+    Sums(SumsArgs),
+
+    /// Show which versions a directory of payloads holds, per the transfer files
+    ///
+    /// Exits 1 when a version is incomplete or a file matches no transfer.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReleaseArgs {
+    /// The version to publish (default: read from the payload names via the transfers)
+    #[arg(long, value_name = "V")]
+    pub version: Option<String>,
+
+    /// A build output for one architecture: nix system or systemd name, and a directory
+    #[arg(long = "output", value_name = "SYSTEM=PATH")]
+    pub outputs: Vec<String>,
+
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Allow publishing a version older than the newest published one
+    #[arg(long)]
+    pub allow_downgrade: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Skip re-hashing payloads (faster; only checks they exist with the right size)
+    #[arg(long)]
+    pub no_hash: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// User id, e.g. "Appliance Updates <updates@example.com>"
+    #[arg(long)]
+    pub uid: String,
+    /// Where to write the armored secret key (created with mode 0600, never overwritten)
+    #[arg(long, value_name = "FILE")]
+    pub secret: PathBuf,
+    /// Where to write the binary public keyring for devices
+    #[arg(long, value_name = "FILE")]
+    pub keyring: PathBuf,
+    /// Also write the armored public key here
+    #[arg(long, value_name = "FILE")]
+    pub public: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// Armored secret key (ours or `gpg --export-secret-keys --armor`)
+    #[arg(long, value_name = "FILE", env = "SYSUPDATE_PUBLISH_SECRET_KEY")]
+    pub key: PathBuf,
+    /// Signature lifetime, e.g. 30d (written as the OpenPGP expiration, which gpg enforces)
+    #[arg(long, value_name = "DURATION")]
+    pub expires: Option<String>,
+    /// Signature file [default: FILE.gpg]
+    #[arg(long, value_name = "SIG")]
+    pub output: Option<PathBuf>,
+    /// The file to sign, usually SHA256SUMS
+    pub file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct SumsArgs {
+    /// Add a BEST-BEFORE-YYYY-MM-DD entry: systemd 260+ refuses the manifest from that day on
+    #[arg(long, value_name = "DATE")]
+    pub best_before: Option<String>,
+    /// Directory of payloads (SHA256SUMS* and dotfiles are skipped)
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Directory holding the device's *.transfer files
+    #[arg(long, value_name = "DIR")]
+    pub transfers: PathBuf,
+    /// Architecture for %a in the transfer files
+    #[arg(long, default_value = "x86-64")]
+    pub arch: String,
+    /// Directory of payloads to classify
+    pub payload_dir: PathBuf,
+}

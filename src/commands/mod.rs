@@ -1,0 +1,159 @@
+//! The commands: glue between the CLI, configuration and the library modules.
+//! Errors here are `anyhow` with context; the library's typed errors inside.
+
+mod plumbing;
+mod release;
+mod status;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::cli::{Cli, Command};
+use crate::config::{Config, ConfigError};
+use crate::signing::{Keyring, SecretKey};
+use crate::ui::Ui;
+
+/// How a command that ran to its end went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// It ran, and found problems (exit status 1).
+    Problems,
+}
+
+/// Usage and configuration errors exit with 2, everything else with 1.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|e| {
+        e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some()
+    }) {
+        2
+    } else {
+        1
+    }
+}
+
+/// A mistake in how the command was called.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn run(cli: Cli) -> Result<Outcome> {
+    let ui = Ui::new(cli.quiet, cli.verbose);
+    let ctx = Ctx {
+        ui,
+        json: cli.json,
+        config_path: cli.config,
+    };
+    match cli.command {
+        Command::Release(args) => release::run(&ctx, args),
+        Command::Status(args) => status::run(&ctx, args),
+        Command::Keygen(args) => plumbing::keygen(&ctx, args),
+        Command::Sign(args) => plumbing::sign(&ctx, args),
+        Command::Sums(args) => plumbing::sums(&ctx, args),
+        Command::Inspect(args) => plumbing::inspect(&ctx, args),
+    }
+}
+
+pub(crate) struct Ctx {
+    pub ui: Ui,
+    pub json: bool,
+    pub config_path: Option<std::path::PathBuf>,
+}
+
+impl Ctx {
+    fn config(&self) -> Result<Config> {
+        Ok(Config::load(self.config_path.as_deref())?)
+    }
+
+    /// Prints the JSON document when --json was given.
+    fn emit(&self, value: &impl Serialize) -> Result<()> {
+        if self.json {
+            let s = serde_json::to_string_pretty(value).context("serializing the report")?;
+            println!("{s}");
+        }
+        Ok(())
+    }
+}
+
+/// Loads the signing key and the device keyring, creating the example's
+/// throwaway key on first use, and checks devices would accept the signer.
+pub(crate) fn load_keys(config: &Config, ui: &Ui) -> Result<(SecretKey, Keyring)> {
+    let s = &config.signing;
+    if !s.secret_key.exists() {
+        if !s.generate_example_key {
+            return Err(UsageError(format!(
+                "the secret key {} does not exist. Create one with\n  sysupdate-publish keygen --uid 'NAME <EMAIL>' --secret {} --keyring {}\nand ship the keyring in the device image",
+                s.secret_key.display(),
+                s.secret_key.display(),
+                s.keyring.display()
+            ))
+            .into());
+        }
+        ui.warn(format!(
+            "generating a throwaway example key {} (generate-example-key = true; never use this in production)",
+            s.secret_key.display()
+        ));
+        let key = SecretKey::generate("sysupdate-publish example <example@localhost>")?;
+        for p in [&s.secret_key, &s.keyring] {
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+        }
+        key.save(&s.secret_key)?;
+        write_new(&s.keyring, &key.keyring_bytes()?)?;
+    }
+    let key = SecretKey::load(&s.secret_key)?;
+    let keyring = Keyring::load(&s.keyring)?;
+    if !keyring.contains(&key.fingerprint()) {
+        return Err(UsageError(format!(
+            "the signing key {} ({}) is not in the device keyring {}: devices would refuse every manifest. Ship its public key in the image first, then switch the signer",
+            key.fingerprint(),
+            s.secret_key.display(),
+            s.keyring.display()
+        ))
+        .into());
+    }
+    Ok((key, keyring))
+}
+
+/// Writes a file that must not exist yet.
+pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes a file atomically (temp + fsync + rename) so a crash never leaves half of it.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+/// Formats a byte count for people.
+pub(crate) fn human_bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}

@@ -1,0 +1,249 @@
+//! keygen, sign, sums, inspect: the building blocks, usable without a channel.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::{rfc3339, write_atomic, write_new, Ctx, Outcome, UsageError};
+use crate::cli::{InspectArgs, KeygenArgs, SignArgs, SumsArgs};
+use crate::config::parse_lifetime;
+use crate::hash;
+use crate::manifest::{self, Date, Manifest};
+use crate::signing::{SecretKey, SignOptions};
+use crate::transfer::{self, Specifiers};
+
+#[derive(Serialize)]
+struct KeygenReport {
+    fingerprint: String,
+    uid: String,
+    secret: PathBuf,
+    keyring: PathBuf,
+    public: Option<PathBuf>,
+}
+
+pub(super) fn keygen(ctx: &Ctx, args: KeygenArgs) -> Result<Outcome> {
+    let key = SecretKey::generate(&args.uid)?;
+    // Write the public parts first: a failure then leaves no orphan secret.
+    write_new(&args.keyring, &key.keyring_bytes()?)?;
+    if let Some(public) = &args.public {
+        write_new(public, key.public_armored()?.as_bytes())?;
+    }
+    key.save(&args.secret)?;
+    ctx.ui.info(format!(
+        "created key {} for {}\n  secret key (keep private): {}\n  device keyring: {} — install as /etc/systemd/import-pubring.pgp and /etc/systemd/import-pubring.gpg",
+        key.fingerprint(),
+        args.uid,
+        args.secret.display(),
+        args.keyring.display()
+    ));
+    ctx.emit(&KeygenReport {
+        fingerprint: key.fingerprint(),
+        uid: args.uid,
+        secret: args.secret,
+        keyring: args.keyring,
+        public: args.public,
+    })?;
+    Ok(Outcome::Success)
+}
+
+#[derive(Serialize)]
+struct SignReport {
+    signature: PathBuf,
+    fingerprint: String,
+    created: String,
+    expires: Option<String>,
+}
+
+pub(super) fn sign(ctx: &Ctx, args: SignArgs) -> Result<Outcome> {
+    let lifetime = args
+        .expires
+        .as_deref()
+        .map(parse_lifetime)
+        .transpose()
+        .map_err(|m| UsageError(format!("--expires: {m}")))?;
+    let key = SecretKey::load(&args.key)?;
+    let data =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let created = SystemTime::now();
+    let sig = key.sign(&data, SignOptions { created, lifetime })?;
+    let output = args.output.unwrap_or_else(|| {
+        let mut s = args.file.clone().into_os_string();
+        s.push(".gpg");
+        PathBuf::from(s)
+    });
+    write_atomic(&output, &sig)?;
+    ctx.ui.info(format!(
+        "signed {} with {} → {}",
+        args.file.display(),
+        key.fingerprint(),
+        output.display()
+    ));
+    ctx.emit(&SignReport {
+        signature: output,
+        fingerprint: key.fingerprint(),
+        created: rfc3339(created),
+        expires: lifetime.map(|l| rfc3339(created + l)),
+    })?;
+    Ok(Outcome::Success)
+}
+
+/// Regular files of a payload directory, sorted, skipping SHA256SUMS* and dotfiles.
+fn payload_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            anyhow::bail!(
+                "{}: the name is not UTF-8; SHA256SUMS must be UTF-8",
+                path.display()
+            );
+        };
+        if name.starts_with('.') || manifest::is_signature_or_manifest_name(&name) {
+            continue;
+        }
+        let meta =
+            std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+        if meta.is_file() {
+            out.push((name, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct SumsReport {
+    manifest: PathBuf,
+    entries: BTreeMap<String, String>,
+    best_before: Option<String>,
+}
+
+pub(super) fn sums(ctx: &Ctx, args: SumsArgs) -> Result<Outcome> {
+    let best_before = args
+        .best_before
+        .as_deref()
+        .map(|s| Date::parse(s).map_err(|e| UsageError(format!("--best-before: {e}"))))
+        .transpose()?;
+    let mut m = Manifest {
+        best_before,
+        ..Default::default()
+    };
+    for (name, path) in payload_files(&args.dir)? {
+        manifest::validate_name(&name).with_context(|| format!("{}", path.display()))?;
+        let len = std::fs::metadata(&path)?.len();
+        let bar = ctx.ui.bytes_bar(len, format!("hash {name}"));
+        let (digest, _) = std::fs::File::open(&path)
+            .and_then(|f| hash::hash_reader(f, &mut |n| bar.inc(n)))
+            .with_context(|| format!("reading {}", path.display()))?;
+        bar.finish_and_clear();
+        m.entries.insert(name, digest);
+    }
+    let bytes = manifest::render_checked(&m).with_context(|| format!("{}", args.dir.display()))?;
+    let out = args.dir.join(crate::channel::MANIFEST);
+    write_atomic(&out, &bytes)?;
+    ctx.ui.info(format!(
+        "wrote {} ({} entries)",
+        out.display(),
+        m.entries.len()
+    ));
+    ctx.emit(&SumsReport {
+        manifest: out,
+        entries: m
+            .entries
+            .iter()
+            .map(|(k, v)| (k.clone(), hash::to_hex(v)))
+            .collect(),
+        best_before: best_before.map(|d| d.to_string()),
+    })?;
+    Ok(Outcome::Success)
+}
+
+#[derive(Serialize)]
+struct InspectVersion {
+    version: String,
+    complete: bool,
+    files: BTreeMap<String, String>,
+    missing: Vec<String>,
+    duplicates: Vec<(String, Vec<String>)>,
+}
+
+#[derive(Serialize)]
+struct InspectReport {
+    arch: String,
+    versions: Vec<InspectVersion>,
+    unmatched: Vec<String>,
+    old_client_conflicts: Vec<String>,
+}
+
+pub(super) fn inspect(ctx: &Ctx, args: InspectArgs) -> Result<Outcome> {
+    let arch = crate::arch::Arch::parse(&args.arch).map_err(|e| UsageError(e.to_string()))?;
+    let spec = Specifiers {
+        arch: arch.systemd().to_string(),
+        ..Default::default()
+    };
+    let transfers = transfer::load_dir(&args.transfers, &spec)?;
+    let names: Vec<String> = payload_files(&args.payload_dir)?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let c = transfer::classify(&transfers, names.iter().map(String::as_str));
+    let report = InspectReport {
+        arch: arch.systemd().to_string(),
+        versions: c
+            .versions
+            .iter()
+            .map(|v| InspectVersion {
+                version: v.version.clone(),
+                complete: v.is_complete(),
+                files: v.files.clone(),
+                missing: v.missing.clone(),
+                duplicates: v.duplicates.clone(),
+            })
+            .collect(),
+        unmatched: c.unmatched.clone(),
+        old_client_conflicts: c
+            .old_client_conflicts
+            .iter()
+            .map(|c| c.explanation.clone())
+            .collect(),
+    };
+    for v in &report.versions {
+        let mut line = format!(
+            "{:<12} {}",
+            v.version,
+            if v.complete { "complete" } else { "INCOMPLETE" }
+        );
+        if !v.missing.is_empty() {
+            line += &format!(" (missing: {})", v.missing.join(", "));
+        }
+        for (t, files) in &v.duplicates {
+            line += &format!(" (several files for {t}: {})", files.join(", "));
+        }
+        ctx.ui.info(line);
+        for (t, f) in &v.files {
+            ctx.ui.detail(format!("  {t}: {f}"));
+        }
+    }
+    for name in &report.unmatched {
+        ctx.ui.info(format!(
+            "unmatched    {name} (matches no transfer source pattern)"
+        ));
+    }
+    for c in &report.old_client_conflicts {
+        ctx.ui.info(format!("conflict     {c}"));
+    }
+    ctx.emit(&report)?;
+    let bad = report.versions.iter().any(|v| !v.complete)
+        || !report.unmatched.is_empty()
+        || !report.old_client_conflicts.is_empty();
+    Ok(if bad {
+        Outcome::Problems
+    } else {
+        Outcome::Success
+    })
+}

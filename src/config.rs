@@ -1,0 +1,439 @@
+//! `sysupdate-publish.toml` → a typed, validated configuration.
+//!
+//! Everything is checked up front, before a single byte is compressed, and
+//! every error names the file and the key at fault. Relative paths are resolved
+//! against the directory holding the config file, so a config works the same
+//! from any working directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::arch::Arch;
+use crate::compress::Codec;
+
+/// Overrides `[signing] secret-key`, so CI can inject the key from a secret store.
+pub const SECRET_KEY_ENV: &str = "SYSUPDATE_PUBLISH_SECRET_KEY";
+/// The file looked for in the working directory when `--config` is absent.
+pub const DEFAULT_FILE: &str = "sysupdate-publish.toml";
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source} (pass --config FILE or create {DEFAULT_FILE})")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    channel: RawChannel,
+    signing: RawSigning,
+    #[serde(default)]
+    transfers: RawTransfers,
+    nix: Option<RawNix>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawChannel {
+    store: String,
+    url: Option<String>,
+    keep: Option<i64>,
+    signature_lifetime: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawSigning {
+    secret_key: Option<String>,
+    keyring: String,
+    #[serde(default)]
+    generate_example_key: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTransfers {
+    dir: Option<String>,
+    compress: Option<String>,
+    level: Option<u32>,
+    threads: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawNix {
+    flake: Option<String>,
+    attribute: String,
+    systems: Vec<String>,
+}
+
+/// Where the channel lives. Only local directories so far; the remote
+/// backends come with the store trait's other implementations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    Dir(PathBuf),
+}
+
+#[derive(Clone, Debug)]
+pub struct Channel {
+    pub store: StoreLocation,
+    /// The public URL devices fetch (used by `verify`).
+    pub url: Option<String>,
+    /// Versions kept per architecture.
+    pub keep: usize,
+    pub signature_lifetime: Option<Duration>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Signing {
+    pub secret_key: PathBuf,
+    pub keyring: PathBuf,
+    /// Only for examples: create a throwaway key when none exists yet.
+    pub generate_example_key: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Transfers {
+    pub dir: PathBuf,
+    pub compress: Codec,
+    pub level: Option<u32>,
+    /// 0 = one per core.
+    pub threads: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Nix {
+    pub flake: String,
+    pub attribute: String,
+    pub systems: Vec<Arch>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub file: PathBuf,
+    pub channel: Channel,
+    pub signing: Signing,
+    pub transfers: Transfers,
+    pub nix: Option<Nix>,
+}
+
+impl Config {
+    /// Loads `path`, or `./sysupdate-publish.toml` when `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = path.unwrap_or(Path::new(DEFAULT_FILE));
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(
+            &text,
+            path,
+            std::env::var_os(SECRET_KEY_ENV).map(PathBuf::from),
+        )
+    }
+
+    /// Parses config text; `file` names it in errors and anchors relative paths.
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        secret_key_override: Option<PathBuf>,
+    ) -> Result<Config, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: file.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        let resolve = |p: &str| base.join(p);
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            path: file.to_path_buf(),
+            key,
+            message,
+        };
+
+        let store =
+            parse_store(&raw.channel.store, &base).map_err(|m| invalid("channel.store", m))?;
+        if let Some(url) = &raw.channel.url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(invalid(
+                    "channel.url",
+                    format!("{url:?} is not an http(s) URL; it is what devices fetch"),
+                ));
+            }
+            if url.contains(['?', '#']) {
+                return Err(invalid(
+                    "channel.url",
+                    "systemd-sysupdate drops ?query and #fragment from Path=, so tokens in URLs cannot work".into(),
+                ));
+            }
+        }
+        let keep = match raw.channel.keep {
+            None => 3,
+            Some(n) if n >= 1 => n as usize,
+            Some(n) => {
+                return Err(invalid(
+                    "channel.keep",
+                    format!("{n} versions: keep at least 1 (the one being released)"),
+                ))
+            }
+        };
+        let signature_lifetime = raw
+            .channel
+            .signature_lifetime
+            .as_deref()
+            .map(|s| parse_lifetime(s).map_err(|m| invalid("channel.signature-lifetime", m)))
+            .transpose()?;
+
+        let secret_key = match (secret_key_override, raw.signing.secret_key) {
+            (Some(p), _) => p,
+            (None, Some(p)) => resolve(&p),
+            (None, None) => {
+                return Err(invalid(
+                    "signing.secret-key",
+                    format!("missing: set it or the environment variable {SECRET_KEY_ENV}"),
+                ))
+            }
+        };
+        let signing = Signing {
+            secret_key,
+            keyring: resolve(&raw.signing.keyring),
+            generate_example_key: raw.signing.generate_example_key,
+        };
+
+        let compress = match raw.transfers.compress.as_deref() {
+            None => Codec::Xz,
+            Some(s) => s.parse().map_err(|e: crate::compress::ParseCodecError| {
+                invalid("transfers.compress", e.to_string())
+            })?,
+        };
+        if let Some(level) = raw.transfers.level {
+            let levels = compress.levels();
+            if !levels.contains(&level) {
+                return Err(invalid(
+                    "transfers.level",
+                    format!(
+                        "{level} is not a {compress} level ({}–{})",
+                        levels.start(),
+                        levels.end()
+                    ),
+                ));
+            }
+        }
+        let transfers = Transfers {
+            dir: resolve(raw.transfers.dir.as_deref().unwrap_or("sysupdate.d")),
+            compress,
+            level: raw.transfers.level,
+            threads: raw.transfers.threads.unwrap_or(0),
+        };
+
+        let nix = raw
+            .nix
+            .map(|n| -> Result<Nix, ConfigError> {
+                if n.systems.is_empty() {
+                    return Err(invalid(
+                        "nix.systems",
+                        "empty: list at least one nix system".into(),
+                    ));
+                }
+                let systems = n
+                    .systems
+                    .iter()
+                    .map(|s| Arch::parse(s).map_err(|e| invalid("nix.systems", e.to_string())))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if !n.attribute.contains("{system}") && systems.len() > 1 {
+                    return Err(invalid(
+                        "nix.attribute",
+                        "needs {system} so each architecture builds its own output".into(),
+                    ));
+                }
+                let flake = n.flake.unwrap_or_else(|| ".".into());
+                Ok(Nix {
+                    flake: resolve_flake(&flake, &base),
+                    attribute: n.attribute,
+                    systems,
+                })
+            })
+            .transpose()?;
+
+        Ok(Config {
+            file: file.to_path_buf(),
+            channel: Channel {
+                store,
+                url: raw.channel.url,
+                keep,
+                signature_lifetime,
+            },
+            signing,
+            transfers,
+            nix,
+        })
+    }
+}
+
+fn parse_store(s: &str, base: &Path) -> Result<StoreLocation, String> {
+    if let Some(path) = s.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(format!(
+                "{s:?}: a file:// URL needs an absolute path (file:///srv/…)"
+            ));
+        }
+        return Ok(StoreLocation::Dir(PathBuf::from(path)));
+    }
+    if let Some((scheme, _)) = s.split_once("://") {
+        return Err(format!(
+            "{s:?}: the {scheme}:// backend is not available in this build; use a directory or file:// URL"
+        ));
+    }
+    if s.is_empty() {
+        return Err("empty: give a directory or file:// URL".into());
+    }
+    Ok(StoreLocation::Dir(base.join(s)))
+}
+
+/// A flake reference that is a plain path is made absolute; URLs pass through.
+fn resolve_flake(flake: &str, base: &Path) -> String {
+    if flake.contains(':') {
+        flake.to_string()
+    } else {
+        base.join(flake).display().to_string()
+    }
+}
+
+/// Parses durations like `30d`, `12h`, `1d 12h`. A lifetime under an hour is
+/// refused: BEST-BEFORE has day granularity and devices poll infrequently.
+pub fn parse_lifetime(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like \"30d\" or \"12h\": {e}"))?;
+    if d < Duration::from_secs(3600) {
+        return Err(format!("{s:?} is shorter than an hour"));
+    }
+    if d.as_secs() > u32::MAX as u64 {
+        return Err(format!("{s:?} is longer than OpenPGP can express"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[channel]
+store = "public"
+url = "https://updates.example.com/stable"
+keep = 2
+signature-lifetime = "30d"
+[signing]
+secret-key = "k.asc"
+keyring = "keys/release.pgp"
+[transfers]
+compress = "gzip"
+[nix]
+attribute = "packages.{system}.appliance_{version}_update"
+systems = ["x86_64-linux", "arm64"]
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/sp/sysupdate-publish.toml"), None)
+    }
+
+    #[test]
+    fn good_config_resolves_paths_against_its_directory() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.channel.store, StoreLocation::Dir("/etc/sp/public".into()));
+        assert_eq!(c.signing.secret_key, PathBuf::from("/etc/sp/k.asc"));
+        assert_eq!(c.transfers.dir, PathBuf::from("/etc/sp/sysupdate.d"));
+        assert_eq!(c.transfers.compress, Codec::Gzip);
+        assert_eq!(c.channel.keep, 2);
+        assert_eq!(
+            c.channel.signature_lifetime,
+            Some(Duration::from_secs(30 * 86400))
+        );
+        let nix = c.nix.unwrap();
+        assert_eq!(nix.flake, "/etc/sp/.");
+        assert_eq!(nix.systems[1].systemd(), "arm64");
+    }
+
+    #[test]
+    fn secret_key_env_overrides_the_file() {
+        let c = Config::parse(GOOD, Path::new("c.toml"), Some("/run/k".into())).unwrap();
+        assert_eq!(c.signing.secret_key, PathBuf::from("/run/k"));
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let cases = [
+            (GOOD.replace("keep = 2", "keep = 0"), "`channel.keep`"),
+            (
+                GOOD.replace("\"30d\"", "\"soon\""),
+                "`channel.signature-lifetime`",
+            ),
+            (GOOD.replace("\"gzip\"", "\"lz4\""), "`transfers.compress`"),
+            (GOOD.replace("\"arm64\"", "\"arm\u{37}\""), "`nix.systems`"),
+            (
+                GOOD.replace("\"public\"", "\"s3://b/p\""),
+                "`channel.store`",
+            ),
+            (
+                GOOD.replace("https://updates", "ftp://updates"),
+                "`channel.url`",
+            ),
+            (GOOD.replace("stable\"", "stable?t=1\""), "`channel.url`"),
+            (
+                GOOD.replace("secret-key = \"k.asc\"\n", ""),
+                "`signing.secret-key`",
+            ),
+            (GOOD.replace("{system}.", ""), "`nix.attribute`"),
+        ];
+        for (text, key) in cases {
+            let e = err(&text);
+            assert!(
+                e.contains("/etc/sp/sysupdate-publish.toml") && e.contains(key),
+                "{key}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_keys_are_reported() {
+        assert!(err("[channel\n").contains("sysupdate-publish.toml"));
+        let e = err(&GOOD.replace("keep = 2", "kepp = 2"));
+        assert!(e.contains("kepp"), "{e}");
+        assert!(err("").contains("channel"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(s in "\\PC{0,200}") {
+            let _ = parse(&s);
+        }
+        #[test]
+        fn mutated_good_config_never_panics(pos in 0usize..400, ch in proptest::char::any()) {
+            let mut t: Vec<char> = GOOD.chars().collect();
+            let p = pos % t.len();
+            t[p] = ch;
+            let _ = parse(&t.into_iter().collect::<String>());
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Staging: turn one architecture's build output directory into named,
+//! hashed payloads ready to upload.
+//!
+//! Nix outputs are read-only trees that may hold symlinks into the store; we
+//! publish the file a link points to, never the link. Payloads that are
+//! already compressed (by magic bytes, which is how systemd-pull decides) pass
+//! through untouched and are only hashed; others are compressed into a local
+//! staging directory while being hashed, so each input byte is read once.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::arch::Arch;
+use crate::compress::{self, Codec, Settings};
+use crate::hash::{self, Digest};
+use crate::manifest;
+use crate::ui::Ui;
+
+#[derive(Debug, Error)]
+pub enum StageError {
+    #[error("{arch}: cannot read build output {path}: {source}")]
+    Io {
+        arch: Arch,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{arch}: build output {dir} is empty; expected payload files such as appliance_18.efi.xz"
+    )]
+    Empty { arch: Arch, dir: PathBuf },
+    #[error("{arch}: {path} is a directory; build outputs must be flat (systemd 254–261 refuse '/' in manifest names)")]
+    Nested { arch: Arch, path: PathBuf },
+    #[error("{arch}: {path} is not a regular file (device, socket, fifo or dangling link)")]
+    NotRegular { arch: Arch, path: PathBuf },
+    #[error("{arch}: {path}: {reason}")]
+    BadName {
+        arch: Arch,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("{arch}: compressing {path}: {message}")]
+    Compress {
+        arch: Arch,
+        path: PathBuf,
+        message: String,
+    },
+}
+
+/// One payload as it will be published.
+#[derive(Clone, Debug)]
+pub struct Payload {
+    /// Name in the arch directory (after compression, e.g. `store_18.img.xz`).
+    pub name: String,
+    /// The bytes to upload: the original file, or its compressed copy in staging.
+    pub file: PathBuf,
+    pub sha256: Digest,
+    pub size: u64,
+    /// The build output's own name when we compressed it.
+    pub compressed_from: Option<String>,
+}
+
+/// A regular file of the output directory, links resolved.
+#[derive(Clone, Debug)]
+pub struct InputFile {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// Lists the payload files of a build output, refusing anything that cannot
+/// be published as a flat arch directory.
+pub fn scan(arch: Arch, dir: &Path) -> Result<Vec<InputFile>, StageError> {
+    let io = |path: &Path, source| StageError::Io {
+        arch,
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .max_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(dir).to_path_buf();
+            io(&path, e.into())
+        })?;
+        let path = entry.path();
+        // Follow links: nix outputs often are farms of links into the store.
+        let meta = fs::metadata(path).map_err(|e| {
+            if entry.path_is_symlink() {
+                StageError::NotRegular {
+                    arch,
+                    path: path.to_path_buf(),
+                }
+            } else {
+                io(path, e)
+            }
+        })?;
+        if meta.is_dir() {
+            return Err(StageError::Nested {
+                arch,
+                path: path.to_path_buf(),
+            });
+        }
+        if !meta.is_file() {
+            return Err(StageError::NotRegular {
+                arch,
+                path: path.to_path_buf(),
+            });
+        }
+        let name = entry
+            .file_name()
+            .to_str()
+            .ok_or_else(|| StageError::BadName {
+                arch,
+                path: path.to_path_buf(),
+                reason: "the name is not UTF-8; SHA256SUMS must be UTF-8".into(),
+            })?;
+        manifest::validate_name(name).map_err(|e| StageError::BadName {
+            arch,
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        if name.starts_with('.') || name.starts_with("SHA256SUMS") {
+            return Err(StageError::BadName {
+                arch,
+                path: path.to_path_buf(),
+                reason: "hidden files and SHA256SUMS* are not payloads; remove it from the output"
+                    .into(),
+            });
+        }
+        files.push(InputFile {
+            name: name.to_string(),
+            path: fs::canonicalize(path).map_err(|e| io(path, e))?,
+        });
+    }
+    if files.is_empty() {
+        return Err(StageError::Empty {
+            arch,
+            dir: dir.to_path_buf(),
+        });
+    }
+    Ok(files)
+}
+
+/// What a payload will be called after staging.
+pub fn published_name(input: &InputFile, codec: Codec) -> Result<String, std::io::Error> {
+    if codec == Codec::None || is_compressed(&input.path)? {
+        Ok(input.name.clone())
+    } else {
+        Ok(format!("{}.{}", input.name, codec.extension()))
+    }
+}
+
+fn is_compressed(path: &Path) -> Result<bool, std::io::Error> {
+    let mut head = [0u8; 8];
+    let mut f = File::open(path)?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(compress::detect(&head[..n]).is_some())
+}
+
+/// Hashes or compresses every input; compressed copies go into `staging`.
+pub fn stage(
+    arch: Arch,
+    inputs: &[InputFile],
+    settings: &Settings,
+    staging: &Path,
+    ui: &Ui,
+) -> Result<Vec<Payload>, StageError> {
+    let io = |path: &Path, source| StageError::Io {
+        arch,
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut out = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let name = published_name(input, settings.codec).map_err(|e| io(&input.path, e))?;
+        let src = File::open(&input.path).map_err(|e| io(&input.path, e))?;
+        let len = src.metadata().map_err(|e| io(&input.path, e))?.len();
+        if name == input.name {
+            let bar = ui.bytes_bar(len, format!("{arch} hash {name}"));
+            let (sha256, size) =
+                hash::hash_reader(src, &mut |n| bar.inc(n)).map_err(|e| io(&input.path, e))?;
+            bar.finish_and_clear();
+            ui.detail(format!("{arch}: {name}: already compressed, {size} bytes"));
+            out.push(Payload {
+                name,
+                file: input.path.clone(),
+                sha256,
+                size,
+                compressed_from: None,
+            });
+            continue;
+        }
+        let dir = staging.join(arch.systemd());
+        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let dst_path = dir.join(&name);
+        let dst = File::create(&dst_path).map_err(|e| io(&dst_path, e))?;
+        let bar = ui.bytes_bar(len, format!("{arch} {} {name}", settings.codec.extension()));
+        let result = compress::compress(
+            src,
+            BufWriter::with_capacity(1 << 20, dst),
+            settings,
+            &mut |n| bar.inc(n),
+        )
+        .map_err(|e| StageError::Compress {
+            arch,
+            path: input.path.clone(),
+            message: e.to_string(),
+        })?;
+        bar.finish_and_clear();
+        ui.info(format!(
+            "{arch}: compressed {} → {name} ({} → {} bytes)",
+            input.name, result.input_size, result.size
+        ));
+        out.push(Payload {
+            name,
+            file: dst_path,
+            sha256: result.sha256,
+            size: result.size,
+            compressed_from: Some(input.name.clone()),
+        });
+    }
+    Ok(out)
+}
+
+/// Copies `src` to `dst` while hashing, and fails if the bytes are not the
+/// ones staged (the build output changed under us).
+pub fn copy_verified(
+    src: &Path,
+    dst: &mut dyn Write,
+    expected: &Digest,
+    progress: &mut dyn FnMut(u64),
+) -> std::io::Result<u64> {
+    let mut writer = hash::HashingWriter::new(dst);
+    let mut f = File::open(src)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        writer.write_all(&buf[..n])?;
+        progress(n as u64);
+    }
+    let (_, digest, size) = writer.finish();
+    if &digest != expected {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} changed while publishing (sha256 {} instead of {})",
+                src.display(),
+                hash::to_hex(&digest),
+                hash::to_hex(expected)
+            ),
+        ));
+    }
+    Ok(size)
+}

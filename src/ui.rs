@@ -1,0 +1,69 @@
+//! Human output on stderr: messages, and progress bars only on a terminal.
+//!
+//! stdout is reserved for `--json`, so pipelines can parse it while people
+//! still see what is happening.
+
+use std::fmt::Display;
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Clone, Debug)]
+pub struct Ui {
+    quiet: bool,
+    verbose: u8,
+    bars: bool,
+}
+
+impl Ui {
+    pub fn new(quiet: bool, verbose: u8) -> Ui {
+        Ui {
+            quiet,
+            verbose,
+            bars: !quiet && std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// A Ui that prints nothing: for library callers and tests.
+    pub fn silent() -> Ui {
+        Ui {
+            quiet: true,
+            verbose: 0,
+            bars: false,
+        }
+    }
+
+    pub fn info(&self, msg: impl Display) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+
+    pub fn detail(&self, msg: impl Display) {
+        if self.verbose > 0 && !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+
+    /// Warnings show even with --quiet: they are about the fleet's safety.
+    pub fn warn(&self, msg: impl Display) {
+        eprintln!("warning: {msg}");
+    }
+
+    /// A byte-count bar; hidden (and free) when stderr is not a terminal,
+    /// where a line per finished step is printed instead by the caller.
+    pub fn bytes_bar(&self, total: u64, msg: impl Into<String>) -> ProgressBar {
+        if !self.bars {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:30!} {bar:30} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} {eta:>4}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_message(msg.into());
+        bar
+    }
+}

@@ -1,0 +1,188 @@
+//! Shared helpers for the integration tests: run our binary, and verify with
+//! the real gpg exactly as systemd-pull does.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sysupdate-publish"))
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a command, returning its output; panics with the output when the
+/// exit status is not `expect`.
+pub fn run(cmd: &mut Command, expect: i32) -> Output {
+    let out = cmd.stdin(Stdio::null()).output().expect("spawn");
+    if out.status.code() != Some(expect) {
+        panic!(
+            "{cmd:?} exited {:?}, expected {expect}\nstdout:\n{}\nstderr:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// systemd's exact gpg command line (src/import/pull-common.c, 254–261):
+/// a fresh homedir, one keyring, the data on stdin. Returns the gpg exit
+/// status and its stderr.
+pub fn gpg_verify(keyring: &Path, sig: &Path, data: &[u8]) -> (i32, String) {
+    use std::io::Write;
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new("gpg")
+        .args([
+            "--no-options",
+            "--no-default-keyring",
+            "--no-auto-key-locate",
+            "--no-auto-check-trustdb",
+            "--batch",
+            "--trust-model=always",
+        ])
+        .arg(format!("--homedir={}", home.path().display()))
+        .arg(format!("--keyring={}", keyring.display()))
+        .arg("--verify")
+        .arg(sig)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gpg must be installed (.ci/run installs it)");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every file below `root` with its bytes: compare before/after to prove a
+/// refused command changed nothing.
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    if !root.exists() {
+        return out;
+    }
+    for e in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            out.insert(
+                e.path().strip_prefix(root).unwrap().to_path_buf(),
+                std::fs::read(e.path()).unwrap(),
+            );
+        }
+    }
+    out
+}
+
+/// A throwaway key made by our own keygen.
+pub struct Keys {
+    pub dir: tempfile::TempDir,
+    pub secret: PathBuf,
+    pub keyring: PathBuf,
+}
+
+pub fn keygen() -> Keys {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("release.asc");
+    let keyring = dir.path().join("release.pgp");
+    run(
+        bin()
+            .arg("keygen")
+            .args(["--uid", "Test Release <release@example.org>"])
+            .arg("--secret")
+            .arg(&secret)
+            .arg("--keyring")
+            .arg(&keyring),
+        0,
+    );
+    Keys {
+        dir,
+        secret,
+        keyring,
+    }
+}
+
+/// Verifies every arch directory of a channel like a device: the signature
+/// with systemd's gpg line, then every listed payload's hash.
+pub fn assert_channel_verifies(store: &Path, keyring: &Path) {
+    for e in std::fs::read_dir(store).unwrap() {
+        let dir = e.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if !dir.is_dir() || name.starts_with('.') {
+            continue;
+        }
+        let sums = dir.join("SHA256SUMS");
+        if !sums.exists() {
+            continue;
+        }
+        let data = std::fs::read(&sums).unwrap();
+        let (rc, err) = gpg_verify(keyring, &dir.join("SHA256SUMS.gpg"), &data);
+        assert_eq!(rc, 0, "{name}: gpg refused the manifest: {err}");
+        for line in String::from_utf8(data).unwrap().lines() {
+            let (hash, file) = line.split_once(" *").expect("binary-mode line");
+            if file.starts_with("BEST-BEFORE-") {
+                continue;
+            }
+            let bytes = std::fs::read(dir.join(file))
+                .unwrap_or_else(|e| panic!("{name}: listed {file} is missing: {e}"));
+            assert_eq!(sha256_hex(&bytes), hash, "{name}/{file}: wrong hash");
+        }
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Writes a config for a channel at `store` using the example transfer files.
+pub fn write_config(dir: &Path, store: &Path, keys: &Keys, extra_channel: &str) -> PathBuf {
+    let path = dir.join("sysupdate-publish.toml");
+    let transfers = repo().join("examples/minimal/sysupdate.d");
+    std::fs::write(
+        &path,
+        format!(
+            "[channel]\nstore = {store:?}\nurl = \"https://updates.example.com/stable\"\n{extra_channel}\n\
+             [signing]\nsecret-key = {:?}\nkeyring = {:?}\n\
+             [transfers]\ndir = {transfers:?}\n",
+            keys.secret, keys.keyring
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The prebuilt example output of one system and version.
+pub fn example_output(system: &str, version: &str) -> PathBuf {
+    repo()
+        .join("examples/minimal/outputs")
+        .join(system)
+        .join(version)
+}
+
+pub const SYSTEMS: [&str; 3] = ["x86_64-linux", "aarch64-linux", "riscv64-linux"];
+pub const ARCHES: [&str; 3] = ["x86-64", "arm64", "riscv64"];
+
+/// `--output` arguments for every example system at `version`.
+pub fn output_args(version: &str) -> Vec<String> {
+    SYSTEMS
+        .iter()
+        .flat_map(|s| {
+            [
+                "--output".to_string(),
+                format!("{s}={}", example_output(s, version).display()),
+            ]
+        })
+        .collect()
+}
