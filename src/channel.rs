@@ -515,12 +515,12 @@ pub fn apply_release(
 }
 
 fn describe_versions(a: &ArchPlan) -> String {
-    let mut s = format!("added {}", a.added.join(", "));
+    let mut s = a.added.join(", ");
     if !a.kept.is_empty() {
-        s += &format!("; kept {}", a.kept.join(", "));
+        s += &format!(" (kept {})", a.kept.join(", "));
     }
     if !a.dropped.is_empty() {
-        s += &format!("; dropped {}", a.dropped.join(", "));
+        s += &format!(" (dropped {})", a.dropped.join(", "));
     }
     s
 }

@@ -161,7 +161,7 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
-        let resolve = |p: &str| base.join(p);
+        let resolve = |p: &str| normalize(&base.join(p));
         let invalid = |key: &'static str, message: String| ConfigError::Invalid {
             path: file.to_path_buf(),
             key,
@@ -304,7 +304,26 @@ fn parse_store(s: &str, base: &Path) -> Result<StoreLocation, String> {
     if s.is_empty() {
         return Err("empty: give a directory or file:// URL".into());
     }
-    Ok(StoreLocation::Dir(base.join(s)))
+    Ok(StoreLocation::Dir(normalize(&base.join(s))))
+}
+
+/// Removes `.` and `..` lexically, so messages show `/repo/public`, not
+/// `/repo/examples/minimal/../../public` (symlinks are not resolved).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// A flake reference that is a plain path is made absolute; URLs pass through.
@@ -312,7 +331,7 @@ fn resolve_flake(flake: &str, base: &Path) -> String {
     if flake.contains(':') {
         flake.to_string()
     } else {
-        base.join(flake).display().to_string()
+        normalize(&base.join(flake)).display().to_string()
     }
 }
 
@@ -367,8 +386,19 @@ systems = ["x86_64-linux", "arm64"]
             Some(Duration::from_secs(30 * 86400))
         );
         let nix = c.nix.unwrap();
-        assert_eq!(nix.flake, "/etc/sp/.");
+        assert_eq!(nix.flake, "/etc/sp");
         assert_eq!(nix.systems[1].systemd(), "arm64");
+    }
+
+    #[test]
+    fn relative_paths_are_normalized() {
+        let c = Config::parse(
+            &GOOD.replace("\"public\"", "\"../../srv/./public\""),
+            Path::new("/etc/sp/c.toml"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.channel.store, StoreLocation::Dir("/srv/public".into()));
     }
 
     #[test]

@@ -115,6 +115,13 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
                 config.file.display()
             ))
         })?;
+        if nix.attribute.contains("{version}") && args.version.is_none() {
+            return Err(UsageError(format!(
+                "the nix attribute {:?} needs {{version}}: pass --version",
+                nix.attribute
+            ))
+            .into());
+        }
         ui.info(format!("building {} system(s) with nix", nix.systems.len()));
         crate::nix::build_all(nix, args.version.as_deref())?
     } else {
