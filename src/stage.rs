@@ -189,8 +189,9 @@ pub fn stage(
         let len = src.metadata().map_err(|e| io(&input.path, e))?.len();
         if name == input.name {
             let bar = ui.bytes_bar(len, format!("{arch} hash {name}"));
-            let (sha256, size) =
-                hash::hash_reader(src, &mut |n| bar.inc(n)).map_err(|e| io(&input.path, e))?;
+            drop(src);
+            let (sha256, size) = hash::hash_file_with_progress(&input.path, &mut |n| bar.inc(n))
+                .map_err(|e| io(&input.path, e))?;
             bar.finish_and_clear();
             ui.detail(format!("{arch}: {name}: already compressed, {size} bytes"));
             out.push(Payload {

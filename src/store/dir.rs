@@ -124,10 +124,8 @@ fn hash_path(
     path: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Option<(Digest, u64)>, StoreError> {
-    match File::open(path) {
-        Ok(f) => hash::hash_reader(f, progress)
-            .map(Some)
-            .map_err(StoreError::io("reading", path)),
+    match hash::hash_file_with_progress(path, progress) {
+        Ok(r) => Ok(Some(r)),
         Err(e) if not_found(&e) => Ok(None),
         Err(e) => Err(StoreError::io("reading", path)(e)),
     }
