@@ -12,6 +12,7 @@ pub mod compress;
 pub mod config;
 pub mod fault;
 pub mod hash;
+pub mod ledger;
 pub mod manifest;
 pub mod nix;
 pub mod pattern;

@@ -271,6 +271,28 @@ impl Store for DirStore {
             .map_err(StoreError::io("switching", &self.root.join(arch)))
     }
 
+    fn get_channel_file(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.root.join(name);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(StoreError::io("reading", &path)(e)),
+        }
+    }
+
+    /// The flock already excludes other writers, so `previous` is not needed.
+    fn put_channel_file(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        _previous: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        write_atomic(&self.root, name, &mut |w| {
+            w.write_all(bytes)?;
+            Ok(bytes.len() as u64)
+        })
+    }
+
     fn delete(&self, arch: &str, name: &str) -> Result<(), StoreError> {
         let path = self.pool(arch).join(name);
         match fs::remove_file(&path) {

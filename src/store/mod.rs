@@ -94,6 +94,19 @@ pub trait Store {
         Ok(())
     }
 
+    /// Reads a channel-level file beside the arch directories (the ledger).
+    fn get_channel_file(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Replaces a channel-level file atomically (the whole ledger is one file,
+    /// so an append is never half-visible). `previous` is the content read
+    /// before; backends with conditional writes use it to refuse a lost update.
+    fn put_channel_file(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        previous: Option<&[u8]>,
+    ) -> Result<(), StoreError>;
+
     /// Hashes an uploaded payload (named by a manifest or not); `None` when absent.
     fn payload_hash(
         &self,

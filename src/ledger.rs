@@ -1,0 +1,356 @@
+//! The release ledger: a signed, hash-chained, append-only history of every
+//! change to a channel, stored beside the arch directories as one file.
+//!
+//! Each line is `<hex OpenPGP signature> <entry JSON>`: the signature covers
+//! the JSON bytes exactly as stored, and each entry names the SHA-256 of the
+//! previous entry's JSON, so removing, reordering or editing any line breaks
+//! either a signature or the chain. Devices never read it; the publisher
+//! refuses to write to a channel whose ledger does not verify.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+use thiserror::Error;
+
+use crate::signing::{Keyring, SecretKey, SignOptions, SigningError};
+
+/// The ledger's file name in the channel root.
+pub const FILE: &str = "ledger.jsonl";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Publish,
+    Yank,
+    Unyank,
+    Rollback,
+    Refresh,
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self).expect("serializable");
+        f.write_str(s.as_str().unwrap_or("?"))
+    }
+}
+
+/// One change to the channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub action: Action,
+    pub versions: Vec<String>,
+    /// arch → payload name → sha256 (hex) of the files the action concerned.
+    pub files: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub signer: String,
+    /// SHA-256 (hex) of the previous entry's JSON; empty for the first.
+    pub prev: String,
+}
+
+#[derive(Debug, Error)]
+pub enum LedgerError {
+    #[error("ledger line {line}: {message}. The ledger was edited or corrupted on the hosting; restore it from a backup before any further write")]
+    Corrupt { line: usize, message: String },
+    #[error("ledger line {line}: the signature does not verify with the keyring ({message}); someone else wrote to the ledger. Restore it before any further write")]
+    Signature { line: usize, message: String },
+    #[error("ledger line {line}: the chain is broken (expected prev {expected}, found {found}): an entry was removed, reordered or edited")]
+    Chain {
+        line: usize,
+        expected: String,
+        found: String,
+    },
+    #[error("signing the ledger entry: {0}")]
+    Sign(#[from] SigningError),
+}
+
+/// A verified ledger.
+#[derive(Clone, Debug, Default)]
+pub struct Ledger {
+    lines: Vec<Line>,
+}
+
+/// An entry with its JSON exactly as signed and stored, and its signature.
+#[derive(Clone, Debug)]
+struct Line {
+    entry: Entry,
+    json: String,
+    signature: String,
+}
+
+fn entry_hash(json: &str) -> String {
+    hex::encode(sha2::Sha256::digest(json.as_bytes()))
+}
+
+impl Ledger {
+    /// Parses and verifies every signature and the whole chain.
+    pub fn parse(bytes: &[u8], keyring: &Keyring) -> Result<Ledger, LedgerError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| LedgerError::Corrupt {
+            line: 0,
+            message: format!("not UTF-8 ({e})"),
+        })?;
+        if !text.is_empty() && !text.ends_with('\n') {
+            return Err(LedgerError::Corrupt {
+                line: text.lines().count(),
+                message: "truncated (no final newline)".into(),
+            });
+        }
+        let mut ledger = Ledger::default();
+        for (i, line) in text.lines().enumerate() {
+            let n = i + 1;
+            let corrupt = |message: String| LedgerError::Corrupt { line: n, message };
+            let (sig_hex, json) = line
+                .split_once(' ')
+                .ok_or_else(|| corrupt("expected '<signature> <entry>'".into()))?;
+            let sig =
+                hex::decode(sig_hex).map_err(|e| corrupt(format!("signature is not hex ({e})")))?;
+            keyring
+                .verify(json.as_bytes(), &sig, SystemTime::now())
+                .map_err(|e| LedgerError::Signature {
+                    line: n,
+                    message: e.to_string(),
+                })?;
+            let entry: Entry = serde_json::from_str(json)
+                .map_err(|e| corrupt(format!("entry is not valid ({e})")))?;
+            let expected = ledger.head_hash();
+            if entry.prev != expected || entry.seq != ledger.lines.len() as u64 + 1 {
+                return Err(LedgerError::Chain {
+                    line: n,
+                    expected,
+                    found: entry.prev,
+                });
+            }
+            ledger.lines.push(Line {
+                entry,
+                json: json.to_string(),
+                signature: sig_hex.to_string(),
+            });
+        }
+        Ok(ledger)
+    }
+
+    fn head_hash(&self) -> String {
+        self.lines
+            .last()
+            .map(|l| entry_hash(&l.json))
+            .unwrap_or_default()
+    }
+
+    pub fn entries(&self) -> impl DoubleEndedIterator<Item = &Entry> {
+        self.lines.iter().map(|l| &l.entry)
+    }
+
+    /// Appends a signed entry; returns the new file content to store.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append(
+        &mut self,
+        key: &SecretKey,
+        now: SystemTime,
+        action: Action,
+        versions: Vec<String>,
+        files: BTreeMap<String, BTreeMap<String, String>>,
+        reason: Option<String>,
+    ) -> Result<Vec<u8>, LedgerError> {
+        let entry = Entry {
+            seq: self.lines.len() as u64 + 1,
+            time: humantime::format_rfc3339_seconds(now).to_string(),
+            action,
+            versions,
+            files,
+            reason,
+            signer: key.fingerprint(),
+            prev: self.head_hash(),
+        };
+        let json = serde_json::to_string(&entry).expect("entries serialize");
+        // No expiry: history must stay verifiable forever.
+        let sig = key.sign(
+            json.as_bytes(),
+            SignOptions {
+                created: now,
+                lifetime: None,
+            },
+        )?;
+        self.lines.push(Line {
+            entry,
+            json,
+            signature: hex::encode(sig),
+        });
+        Ok(self.to_bytes())
+    }
+
+    /// The file content: one `<signature> <json>` line per entry.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = String::new();
+        for l in &self.lines {
+            out.push_str(&l.signature);
+            out.push(' ');
+            out.push_str(&l.json);
+            out.push('\n');
+        }
+        out.into_bytes()
+    }
+
+    /// Versions withdrawn by yank or rollback and not restored since, with
+    /// the entry that withdrew them (its reason and per-arch files).
+    pub fn withdrawn(&self) -> BTreeMap<String, &Entry> {
+        let mut out: BTreeMap<String, &Entry> = BTreeMap::new();
+        for e in self.entries() {
+            for v in &e.versions {
+                match e.action {
+                    Action::Yank | Action::Rollback => {
+                        out.insert(v.clone(), e);
+                    }
+                    Action::Unyank | Action::Publish => {
+                        out.remove(v);
+                    }
+                    Action::Refresh => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// The files and hashes a version was last published or withdrawn with,
+    /// per arch: what `unyank` and `rollback` restore without a re-upload.
+    pub fn files_of(&self, version: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+        self.entries()
+            .rev()
+            .find(|e| {
+                e.versions.iter().any(|v| v == version)
+                    && matches!(
+                        e.action,
+                        Action::Publish | Action::Yank | Action::Rollback | Action::Unyank
+                    )
+                    && !e.files.is_empty()
+            })
+            .map(|e| e.files.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(arch: &str, name: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+        [(
+            arch.to_string(),
+            [(name.to_string(), "ab".repeat(32))].into(),
+        )]
+        .into()
+    }
+
+    fn sample() -> (SecretKey, Keyring, Vec<u8>) {
+        let key = SecretKey::generate("L <l@e>").unwrap();
+        let ring = Keyring::from_bytes(&key.keyring_bytes().unwrap()).unwrap();
+        let mut l = Ledger::default();
+        let now = SystemTime::now();
+        l.append(
+            &key,
+            now,
+            Action::Publish,
+            vec!["17".into()],
+            files("x86-64", "a_17"),
+            None,
+        )
+        .unwrap();
+        l.append(
+            &key,
+            now,
+            Action::Publish,
+            vec!["18".into()],
+            files("x86-64", "a_18"),
+            None,
+        )
+        .unwrap();
+        let bytes = l
+            .append(
+                &key,
+                now,
+                Action::Yank,
+                vec!["18".into()],
+                files("x86-64", "a_18"),
+                Some("bad".into()),
+            )
+            .unwrap();
+        (key, ring, bytes)
+    }
+
+    #[test]
+    fn round_trip_verifies_and_tracks_withdrawn_versions() {
+        let (key, ring, bytes) = sample();
+        let mut l = Ledger::parse(&bytes, &ring).unwrap();
+        assert_eq!(l.entries().count(), 3);
+        let w = l.withdrawn();
+        assert_eq!(w.keys().collect::<Vec<_>>(), ["18"]);
+        assert_eq!(w["18"].reason.as_deref(), Some("bad"));
+        assert!(l.files_of("18")["x86-64"].contains_key("a_18"));
+        let bytes = l
+            .append(
+                &key,
+                SystemTime::now(),
+                Action::Unyank,
+                vec!["18".into()],
+                BTreeMap::new(),
+                None,
+            )
+            .unwrap();
+        let l = Ledger::parse(&bytes, &ring).unwrap();
+        assert!(l.withdrawn().is_empty());
+        assert_eq!(l.to_bytes(), bytes);
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let (_, ring, bytes) = sample();
+        let text = String::from_utf8(bytes).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // an edited entry
+        let edited = text.replacen("\"bad\"", "\"fine\"", 1);
+        assert!(matches!(
+            Ledger::parse(edited.as_bytes(), &ring),
+            Err(LedgerError::Signature { line: 3, .. })
+        ));
+        // a removed entry
+        let removed = format!("{}\n{}\n", lines[0], lines[2]);
+        assert!(matches!(
+            Ledger::parse(removed.as_bytes(), &ring),
+            Err(LedgerError::Chain { line: 2, .. })
+        ));
+        // reordered
+        let swapped = format!("{}\n{}\n{}\n", lines[1], lines[0], lines[2]);
+        assert!(Ledger::parse(swapped.as_bytes(), &ring).is_err());
+        // truncated, garbage, foreign key
+        assert!(Ledger::parse(&text.as_bytes()[..text.len() - 1], &ring).is_err());
+        assert!(Ledger::parse(b"zz {}\n", &ring).is_err());
+        let other = Keyring::from_bytes(
+            &SecretKey::generate("O <o@e>")
+                .unwrap()
+                .keyring_bytes()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            Ledger::parse(text.as_bytes(), &other),
+            Err(LedgerError::Signature { line: 1, .. })
+        ));
+        assert!(Ledger::parse(b"", &ring)
+            .unwrap()
+            .entries()
+            .next()
+            .is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(b in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let ring = Keyring::from_bytes(&SecretKey::generate("P <p@e>").unwrap().keyring_bytes().unwrap()).unwrap();
+            let _ = Ledger::parse(&b, &ring);
+        }
+    }
+}
