@@ -23,7 +23,7 @@ use crate::fault;
 use crate::hash::{self, Digest};
 use crate::manifest::{self, Date, Manifest};
 use crate::signing::{Keyring, SecretKey, SignOptions, SignatureInfo, VerifyError};
-use crate::stage::{self, Payload};
+use crate::stage::Payload;
 use crate::store::{FileInfo, Store, StoreError};
 use crate::transfer::{self, Transfer};
 use crate::ui::Ui;
@@ -65,6 +65,11 @@ pub struct ArchState {
     pub files: BTreeMap<String, FileInfo>,
     /// The signature verified but has expired; writes re-sign it anyway.
     pub expired: bool,
+    /// SHA256SUMS verifies only with the signature a remote commit parks in
+    /// `store::PENDING_SIGNATURE`: that commit was interrupted between the
+    /// manifest and its signature. Devices refuse the arch until the next
+    /// write of it (any release, yank, refresh) finishes the commit.
+    pub interrupted: bool,
 }
 
 /// Reads and verifies one arch directory. An expired signature is accepted
@@ -82,33 +87,23 @@ pub fn read_arch(
             ..Default::default()
         });
     };
-    let sig = store
-        .get(arch, SIGNATURE)?
-        .ok_or_else(|| ChannelError::Unsigned {
-            arch: arch.to_string(),
-        })?;
-    let (signature, expired) = match keyring.verify(&bytes, &sig, now) {
-        Ok(info) => (info, false),
-        Err(VerifyError::Expired { .. }) => {
-            // Verify again at a time it was valid to learn who signed it.
-            let info = keyring
-                .verify(
-                    &bytes,
-                    &sig,
-                    SystemTime::UNIX_EPOCH + Duration::from_secs(1),
-                )
-                .map_err(|source| ChannelError::Unverified {
-                    arch: arch.to_string(),
-                    source,
-                })?;
-            (info, true)
-        }
-        Err(source) => {
-            return Err(ChannelError::Unverified {
+    let verified = match store.get(arch, SIGNATURE)? {
+        Some(sig) => verify_accepting_expiry(keyring, &bytes, &sig, now).map_err(|source| {
+            ChannelError::Unverified {
                 arch: arch.to_string(),
                 source,
-            })
-        }
+            }
+        }),
+        None => Err(ChannelError::Unsigned {
+            arch: arch.to_string(),
+        }),
+    };
+    let (signature, expired, interrupted) = match verified {
+        Ok((info, expired)) => (info, expired, false),
+        Err(e) => match pending_signature(store, keyring, arch, &bytes, now)? {
+            Some((info, expired)) => (info, expired, true),
+            None => return Err(e),
+        },
     };
     let manifest = manifest::parse(&bytes).map_err(|source| ChannelError::Malformed {
         arch: arch.to_string(),
@@ -119,7 +114,40 @@ pub fn read_arch(
         signature: Some(signature),
         files,
         expired,
+        interrupted,
     })
+}
+
+/// Verifies a signature; an expired one is accepted (it is ours; the next
+/// write re-signs it) and flagged.
+fn verify_accepting_expiry(
+    keyring: &Keyring,
+    bytes: &[u8],
+    sig: &[u8],
+    now: SystemTime,
+) -> Result<(SignatureInfo, bool), VerifyError> {
+    match keyring.verify(bytes, sig, now) {
+        Ok(info) => Ok((info, false)),
+        // Verify again at a time it was valid to learn who signed it.
+        Err(VerifyError::Expired { .. }) => keyring
+            .verify(bytes, sig, SystemTime::UNIX_EPOCH + Duration::from_secs(1))
+            .map(|info| (info, true)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The signature of an interrupted remote commit, when it is the one that
+/// verifies `manifest` (see `store::PENDING_SIGNATURE`), and whether it expired.
+pub fn pending_signature(
+    store: &dyn Store,
+    keyring: &Keyring,
+    arch: &str,
+    manifest: &[u8],
+    now: SystemTime,
+) -> Result<Option<(SignatureInfo, bool)>, ChannelError> {
+    Ok(store
+        .get(arch, crate::store::PENDING_SIGNATURE)?
+        .and_then(|sig| verify_accepting_expiry(keyring, manifest, &sig, now).ok()))
 }
 
 /// Transfer files with `%a` expanded for one architecture.
@@ -162,8 +190,14 @@ pub struct ArchPlan {
     pub reused: Vec<String>,
     pub deletions: Vec<String>,
     pub upload_bytes: u64,
+    /// The published manifest was left by an interrupted remote commit (it
+    /// verifies only with the pending signature): this run commits it again.
+    pub interrupted_commit: bool,
     #[serde(skip)]
     pub manifest: Manifest,
+    /// Payloads of withdrawn versions kept for `unyank` (not deleted by cleanup).
+    #[serde(skip)]
+    pub retain: BTreeSet<String>,
     #[serde(skip)]
     payloads: Vec<Payload>,
 }
@@ -176,7 +210,9 @@ pub struct ReleasePlan {
 
 impl ReleasePlan {
     pub fn is_noop(&self) -> bool {
-        self.arches.iter().all(|a| a.already_published)
+        self.arches
+            .iter()
+            .all(|a| a.already_published && !a.interrupted_commit)
     }
 
     pub fn upload_bytes(&self) -> u64 {
@@ -349,7 +385,9 @@ fn plan_arch(
         reused: vec![],
         deletions: vec![],
         upload_bytes: 0,
+        interrupted_commit: input.state.interrupted,
         manifest: Manifest::default(),
+        retain: BTreeSet::new(),
         payloads: vec![],
     };
     if let Some(same) = same {
@@ -475,33 +513,22 @@ pub fn apply_release(
     sign: SignOptions,
     ui: &Ui,
 ) -> Result<(), ChannelError> {
-    let total: u64 = plan.upload_bytes();
-    let bar = ui.bytes_bar(total, "uploading payloads");
-    for arch in &plan.arches {
-        for up in &arch.uploads {
-            let p = arch
-                .payloads
-                .iter()
-                .find(|p| p.name == up.name)
-                .expect("upload comes from a payload");
-            store.put_payload(&arch.arch, &p.name, &p.sha256, &mut |w| {
-                stage::copy_verified(&p.file, w, &p.sha256, &mut |n| bar.inc(n))
-            })?;
-            ui.detail(format!(
-                "{}: wrote {} ({} bytes)",
-                arch.arch, p.name, p.size
-            ));
-            fault::point("payload written");
-        }
-    }
-    bar.finish_and_clear();
-    for arch in plan.arches.iter().filter(|a| !a.already_published) {
+    upload_payloads(store, plan, ui)?;
+    let to_commit = plan
+        .arches
+        .iter()
+        .filter(|a| !a.already_published || a.interrupted_commit);
+    for arch in to_commit {
         write_signed_manifest(store, &arch.arch, &arch.manifest, key, keyring, sign)?;
-        ui.info(format!(
-            "{}: published {}",
-            arch.arch,
-            describe_versions(arch)
-        ));
+        if arch.already_published {
+            ui.info(format!("{}: finished the interrupted commit", arch.arch));
+        } else {
+            ui.info(format!(
+                "{}: published {}",
+                arch.arch,
+                describe_versions(arch)
+            ));
+        }
     }
     for arch in &plan.arches {
         for name in &arch.deletions {
@@ -509,9 +536,80 @@ pub fn apply_release(
             ui.detail(format!("{}: deleted {name}", arch.arch));
             fault::point("payload deleted");
         }
-        store.cleanup(&arch.arch, &referenced(&arch.manifest))?;
+        let mut keep = referenced(&arch.manifest);
+        keep.extend(arch.retain.iter().map(String::as_str));
+        store.cleanup(&arch.arch, &keep)?;
     }
     Ok(())
+}
+
+/// Uploads every planned payload, `store.parallel_uploads()` at a time,
+/// under one aggregate progress bar. The first failure stops further
+/// uploads (those in flight finish) and is returned.
+fn upload_payloads(store: &dyn Store, plan: &ReleasePlan, ui: &Ui) -> Result<(), ChannelError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let jobs: Vec<(&str, &Payload)> = plan
+        .arches
+        .iter()
+        .flat_map(|a| {
+            a.uploads.iter().map(move |up| {
+                let p = a
+                    .payloads
+                    .iter()
+                    .find(|p| p.name == up.name)
+                    .expect("upload comes from a payload");
+                (a.arch.as_str(), p)
+            })
+        })
+        .collect();
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let bar = ui.bytes_bar(plan.upload_bytes(), "uploading payloads");
+    let progress: Arc<dyn Fn(u64) + Send + Sync> = {
+        let bar = bar.clone();
+        Arc::new(move |n| bar.inc(n))
+    };
+    let next = AtomicUsize::new(0);
+    let failed: Mutex<Option<StoreError>> = Mutex::new(None);
+    let workers = store.parallel_uploads().clamp(1, jobs.len());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                if failed.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                    return;
+                }
+                let Some(&(arch, p)) = jobs.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                    return;
+                };
+                let source = crate::store::Source {
+                    path: p.file.clone(),
+                    sha256: p.sha256,
+                    size: p.size,
+                    progress: progress.clone(),
+                };
+                match store.put_payload(arch, &p.name, &source) {
+                    Ok(()) => {
+                        ui.detail(format!("{arch}: wrote {} ({} bytes)", p.name, p.size));
+                        fault::point("payload written");
+                    }
+                    Err(e) => {
+                        failed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 fn describe_versions(a: &ArchPlan) -> String {

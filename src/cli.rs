@@ -53,8 +53,37 @@ pub enum Command {
     /// for the transfer files and newer than every published version.
     Release(ReleaseArgs),
 
-    /// Show the published versions, signatures and problems of every architecture
+    /// Show the published versions, signatures, history and problems of every architecture
     Status(StatusArgs),
+
+    /// Withdraw a version from the manifests (payloads stay until retention prunes them)
+    ///
+    /// Devices that have not installed it will not; devices that have keep it.
+    /// Undo with `unyank VERSION` or `release --unyank` of the same outputs (no re-upload).
+    Yank(YankArgs),
+
+    /// Publish a yanked version again from the payloads still on the hosting
+    Unyank(UnyankArgs),
+
+    /// Make VERSION the newest published version by withdrawing every newer one
+    ///
+    /// Devices that have not installed a newer version stay on or move to VERSION.
+    /// Devices that already did keep it: systemd-sysupdate never downgrades on its
+    /// own. Move them back with a new, higher version built from the good
+    /// configuration; `systemd-sysupdate update VERSION` on a device is the manual
+    /// escape hatch.
+    Rollback(RollbackArgs),
+
+    /// Re-sign every manifest with a fresh signature lifetime and BEST-BEFORE date
+    Refresh(RefreshArgs),
+
+    /// Check the channel as devices see it, over HTTP(S) from its public URL
+    ///
+    /// Fetches SHA256SUMS and its signature like systemd-pull, verifies them with
+    /// the device keyring (and with systemd's gpg command line when gpg is
+    /// installed), checks completeness, the 404s systemd 258+ needs, headers and
+    /// expiry. Exits 1 on any problem.
+    Verify(VerifyArgs),
 
     /// Create a signing key: armored secret key (mode 0600) and the binary keyring devices install
     ///
@@ -91,6 +120,53 @@ pub struct ReleaseArgs {
     /// Allow publishing a version older than the newest published one
     #[arg(long)]
     pub allow_downgrade: bool,
+
+    /// Allow publishing a version that was yanked
+    #[arg(long)]
+    pub unyank: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct YankArgs {
+    pub version: String,
+    /// Only these architectures (repeatable; default: every one publishing VERSION)
+    #[arg(long = "arch", value_name = "ARCH")]
+    pub arches: Vec<String>,
+    /// Why, for the ledger (required)
+    #[arg(long)]
+    pub reason: String,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UnyankArgs {
+    pub version: String,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    pub version: String,
+    /// Why, for the ledger
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RefreshArgs {
+    /// Only re-sign when a signature expires within DURATION (for cron; no-op otherwise)
+    #[arg(long, value_name = "DURATION")]
+    pub if_expiring_within: Option<String>,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]
@@ -98,6 +174,22 @@ pub struct StatusArgs {
     /// Skip re-hashing payloads (faster; only checks they exist with the right size)
     #[arg(long)]
     pub no_hash: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Base URL devices use [default: [channel] url]
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Extra CA certificate (PEM) to trust, for test hosting
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Download every payload and check its hash
+    #[arg(long)]
+    pub deep: bool,
+    /// Only these architectures (repeatable; default: those in the store)
+    #[arg(long = "arch", value_name = "ARCH")]
+    pub arches: Vec<String>,
 }
 
 #[derive(Args, Debug)]

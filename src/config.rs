@@ -53,6 +53,9 @@ struct RawChannel {
     url: Option<String>,
     keep: Option<i64>,
     signature_lifetime: Option<String>,
+    expiry_warning: Option<String>,
+    parallel_uploads: Option<i64>,
+    webdav_ca: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -81,12 +84,25 @@ struct RawNix {
     systems: Vec<String>,
 }
 
-/// Where the channel lives. Only local directories so far; the remote
-/// backends come with the store trait's other implementations.
+/// Where the channel lives: `channel.store` parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreLocation {
     Dir(PathBuf),
+    /// `s3://bucket/prefix`; endpoint, region and credentials from `AWS_*`.
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
+    /// `webdav+https://host/dir`: `url` is the http(s) URL of the channel
+    /// root; `ca` an extra CA certificate file (`channel.webdav-ca`).
+    WebDav {
+        url: String,
+        ca: Option<PathBuf>,
+    },
 }
+
+/// Payloads uploaded at once unless `channel.parallel-uploads` says otherwise.
+pub const DEFAULT_PARALLEL_UPLOADS: usize = 4;
 
 #[derive(Clone, Debug)]
 pub struct Channel {
@@ -96,6 +112,10 @@ pub struct Channel {
     /// Versions kept per architecture.
     pub keep: usize,
     pub signature_lifetime: Option<Duration>,
+    /// `status` warns when a signature expires within this margin.
+    pub expiry_warning: Duration,
+    /// Payloads uploaded at once (`parallel-uploads`).
+    pub parallel_uploads: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -168,8 +188,29 @@ impl Config {
             message,
         };
 
-        let store =
+        let mut store =
             parse_store(&raw.channel.store, &base).map_err(|m| invalid("channel.store", m))?;
+        if let Some(ca) = &raw.channel.webdav_ca {
+            match &mut store {
+                StoreLocation::WebDav { ca: slot, .. } => *slot = Some(resolve(ca)),
+                _ => {
+                    return Err(invalid(
+                        "channel.webdav-ca",
+                        "only applies to a webdav+https:// store".into(),
+                    ))
+                }
+            }
+        }
+        let parallel_uploads = match raw.channel.parallel_uploads {
+            None => DEFAULT_PARALLEL_UPLOADS,
+            Some(n @ 1..=64) => n as usize,
+            Some(n) => {
+                return Err(invalid(
+                    "channel.parallel-uploads",
+                    format!("{n}: give 1 (one at a time) to 64"),
+                ))
+            }
+        };
         if let Some(url) = &raw.channel.url {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 return Err(invalid(
@@ -200,6 +241,17 @@ impl Config {
             .as_deref()
             .map(|s| parse_lifetime(s).map_err(|m| invalid("channel.signature-lifetime", m)))
             .transpose()?;
+        let expiry_warning = raw
+            .channel
+            .expiry_warning
+            .as_deref()
+            .map(|s| parse_lifetime(s).map_err(|m| invalid("channel.expiry-warning", m)))
+            .transpose()?
+            // A week, but never most of a short lifetime.
+            .unwrap_or_else(|| {
+                let week = Duration::from_secs(7 * 86400);
+                signature_lifetime.map_or(week, |l| week.min(l / 4))
+            });
 
         let secret_key = match (secret_key_override, raw.signing.secret_key) {
             (Some(p), _) => p,
@@ -279,6 +331,8 @@ impl Config {
                 url: raw.channel.url,
                 keep,
                 signature_lifetime,
+                expiry_warning,
+                parallel_uploads,
             },
             signing,
             transfers,
@@ -296,15 +350,82 @@ fn parse_store(s: &str, base: &Path) -> Result<StoreLocation, String> {
         }
         return Ok(StoreLocation::Dir(PathBuf::from(path)));
     }
+    if let Some(rest) = s.strip_prefix("s3://") {
+        return parse_s3(s, rest);
+    }
+    if let Some(url) = s.strip_prefix("webdav+") {
+        return parse_webdav(s, url);
+    }
     if let Some((scheme, _)) = s.split_once("://") {
         return Err(format!(
-            "{s:?}: the {scheme}:// backend is not available in this build; use a directory or file:// URL"
+            "{s:?}: unknown store {scheme}://; use a directory, file://, s3://bucket/prefix or webdav+https://host/dir"
         ));
     }
     if s.is_empty() {
         return Err("empty: give a directory or file:// URL".into());
     }
     Ok(StoreLocation::Dir(normalize(&base.join(s))))
+}
+
+/// `s3://bucket/prefix`: the bucket name rules of S3 (3–63 of a-z 0-9 . -),
+/// a prefix without empty, `.` or `..` segments.
+fn parse_s3(s: &str, rest: &str) -> Result<StoreLocation, String> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !ok {
+        return Err(format!(
+            "{s:?}: {bucket:?} is not an S3 bucket name (3–63 characters of a-z, 0-9, '.', '-'); the form is s3://bucket/prefix"
+        ));
+    }
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.contains(['?', '#'])
+        || (!prefix.is_empty()
+            && prefix
+                .split('/')
+                .any(|seg| seg.is_empty() || seg == "." || seg == ".."))
+    {
+        return Err(format!(
+            "{s:?}: the prefix {prefix:?} must be a plain path (no empty, . or .. segments, no ? or #)"
+        ));
+    }
+    Ok(StoreLocation::S3 {
+        bucket: bucket.to_string(),
+        prefix: prefix.to_string(),
+    })
+}
+
+/// `webdav+https://host[:port]/dir`; credentials come from the environment,
+/// never from the URL (it shows up in messages and reports).
+fn parse_webdav(s: &str, url: &str) -> Result<StoreLocation, String> {
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return Err(format!(
+            "{s:?}: a WebDAV store is webdav+https://host/dir (webdav+http:// for loopback tests)"
+        ));
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() {
+        return Err(format!("{s:?}: no host"));
+    }
+    if host.contains('@') {
+        return Err(format!(
+            "{s:?}: no credentials in the URL; set SYSUPDATE_PUBLISH_WEBDAV_USER and SYSUPDATE_PUBLISH_WEBDAV_PASSWORD"
+        ));
+    }
+    if url.contains(['?', '#']) {
+        return Err(format!("{s:?}: no ?query or #fragment in a store URL"));
+    }
+    Ok(StoreLocation::WebDav {
+        url: url.to_string(),
+        ca: None,
+    })
 }
 
 /// Removes `.` and `..` lexically, so messages show `/repo/public`, not
@@ -422,7 +543,7 @@ systems = ["x86_64-linux", "arm64"]
             (GOOD.replace("\"gzip\"", "\"lz4\""), "`transfers.compress`"),
             (GOOD.replace("\"arm64\"", "\"arm\u{37}\""), "`nix.systems`"),
             (
-                GOOD.replace("\"public\"", "\"s3://b/p\""),
+                GOOD.replace("\"public\"", "\"sftp://h/p\""),
                 "`channel.store`",
             ),
             (
@@ -442,6 +563,80 @@ systems = ["x86_64-linux", "arm64"]
                 e.contains("/etc/sp/sysupdate-publish.toml") && e.contains(key),
                 "{key}: {e}"
             );
+        }
+    }
+
+    fn store(store: &str, extra: &str) -> Result<Channel, String> {
+        let text = GOOD.replace("store = \"public\"", &format!("store = {store:?}\n{extra}"));
+        parse(&text).map(|c| c.channel).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn remote_stores_parse_and_bad_ones_are_explained() {
+        let c = store("s3://my-bucket/appliance/stable/", "").unwrap();
+        assert_eq!(
+            c.store,
+            StoreLocation::S3 {
+                bucket: "my-bucket".into(),
+                prefix: "appliance/stable".into()
+            }
+        );
+        assert_eq!(c.parallel_uploads, DEFAULT_PARALLEL_UPLOADS);
+        let c = store("s3://bucket", "parallel-uploads = 8").unwrap();
+        assert_eq!(
+            c.store,
+            StoreLocation::S3 {
+                bucket: "bucket".into(),
+                prefix: String::new()
+            }
+        );
+        assert_eq!(c.parallel_uploads, 8);
+        let c = store(
+            "webdav+https://dav.example.com/stable",
+            "webdav-ca = \"ca.crt\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.store,
+            StoreLocation::WebDav {
+                url: "https://dav.example.com/stable".into(),
+                ca: Some("/etc/sp/ca.crt".into())
+            }
+        );
+        let c = store("webdav+http://127.0.0.1:8080/", "").unwrap();
+        assert!(matches!(c.store, StoreLocation::WebDav { ca: None, .. }));
+
+        for (s, extra, needle) in [
+            ("s3://B/p", "", "not an S3 bucket name"),
+            ("s3://b/p", "", "not an S3 bucket name"),
+            ("s3://bucket/a//b", "", "plain path"),
+            ("s3://bucket/../b", "", "plain path"),
+            ("webdav+ftp://h/d", "", "webdav+https://"),
+            (
+                "webdav+https://u:pw@h/d",
+                "",
+                "SYSUPDATE_PUBLISH_WEBDAV_USER",
+            ),
+            ("webdav+https:///d", "", "no host"),
+            ("sftp://h/d", "", "unknown store sftp://"),
+            (
+                "s3://bucket/p",
+                "webdav-ca = \"ca.crt\"",
+                "`channel.webdav-ca`",
+            ),
+            (
+                "s3://bucket/p",
+                "parallel-uploads = 0",
+                "`channel.parallel-uploads`",
+            ),
+            (
+                "s3://bucket/p",
+                "parallel-uploads = 65",
+                "`channel.parallel-uploads`",
+            ),
+        ] {
+            let e = store(s, extra).unwrap_err();
+            assert!(e.contains(needle), "{s} {extra}: {e}");
         }
     }
 

@@ -16,6 +16,9 @@ use thiserror::Error;
 
 use crate::signing::{Keyring, SecretKey, SignOptions, SigningError};
 
+/// version → arch → payload name → sha256 (hex).
+pub type Files = BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>;
+
 /// The ledger's file name in the channel root.
 pub const FILE: &str = "ledger.jsonl";
 
@@ -43,9 +46,11 @@ pub struct Entry {
     /// RFC 3339, UTC.
     pub time: String,
     pub action: Action,
+    /// The versions concerned. For a rollback the first is the target and
+    /// the others are the versions it withdrew.
     pub versions: Vec<String>,
-    /// arch → payload name → sha256 (hex) of the files the action concerned.
-    pub files: BTreeMap<String, BTreeMap<String, String>>,
+    /// version → arch → payload name → sha256 (hex) of the files concerned.
+    pub files: Files,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub signer: String,
@@ -153,7 +158,7 @@ impl Ledger {
         now: SystemTime,
         action: Action,
         versions: Vec<String>,
-        files: BTreeMap<String, BTreeMap<String, String>>,
+        files: Files,
         reason: Option<String>,
     ) -> Result<Vec<u8>, LedgerError> {
         let entry = Entry {
@@ -200,12 +205,15 @@ impl Ledger {
     pub fn withdrawn(&self) -> BTreeMap<String, &Entry> {
         let mut out: BTreeMap<String, &Entry> = BTreeMap::new();
         for e in self.entries() {
-            for v in &e.versions {
+            for (i, v) in e.versions.iter().enumerate() {
                 match e.action {
-                    Action::Yank | Action::Rollback => {
+                    Action::Yank => {
                         out.insert(v.clone(), e);
                     }
-                    Action::Unyank | Action::Publish => {
+                    Action::Rollback if i > 0 => {
+                        out.insert(v.clone(), e);
+                    }
+                    Action::Rollback | Action::Unyank | Action::Publish => {
                         out.remove(v);
                     }
                     Action::Refresh => {}
@@ -220,15 +228,8 @@ impl Ledger {
     pub fn files_of(&self, version: &str) -> BTreeMap<String, BTreeMap<String, String>> {
         self.entries()
             .rev()
-            .find(|e| {
-                e.versions.iter().any(|v| v == version)
-                    && matches!(
-                        e.action,
-                        Action::Publish | Action::Yank | Action::Rollback | Action::Unyank
-                    )
-                    && !e.files.is_empty()
-            })
-            .map(|e| e.files.clone())
+            .find_map(|e| e.files.get(version))
+            .cloned()
             .unwrap_or_default()
     }
 }
@@ -237,12 +238,13 @@ impl Ledger {
 mod tests {
     use super::*;
 
-    fn files(arch: &str, name: &str) -> BTreeMap<String, BTreeMap<String, String>> {
-        [(
+    fn files(version: &str, arch: &str, name: &str) -> Files {
+        let per_arch = [(
             arch.to_string(),
             [(name.to_string(), "ab".repeat(32))].into(),
         )]
-        .into()
+        .into();
+        [(version.to_string(), per_arch)].into()
     }
 
     fn sample() -> (SecretKey, Keyring, Vec<u8>) {
@@ -255,7 +257,7 @@ mod tests {
             now,
             Action::Publish,
             vec!["17".into()],
-            files("x86-64", "a_17"),
+            files("17", "x86-64", "a_17"),
             None,
         )
         .unwrap();
@@ -264,7 +266,7 @@ mod tests {
             now,
             Action::Publish,
             vec!["18".into()],
-            files("x86-64", "a_18"),
+            files("18", "x86-64", "a_18"),
             None,
         )
         .unwrap();
@@ -274,7 +276,7 @@ mod tests {
                 now,
                 Action::Yank,
                 vec!["18".into()],
-                files("x86-64", "a_18"),
+                files("18", "x86-64", "a_18"),
                 Some("bad".into()),
             )
             .unwrap();

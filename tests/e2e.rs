@@ -127,9 +127,10 @@ fn keep_2_and_a_release_of_19_offer_exactly_18_and_19() {
     assert_eq!(dev.list(), list_of(Some("16"), &["19", "18", "16"]));
     dev.sysupdate(&["list", "17"])
         .status(1, "17 was pruned: list 17")
-        .says("not found", "list 17");
+        .says("Update '17' not found.", "list 17");
     dev.sysupdate(&["update", "17"])
-        .status(1, "17 was pruned: update 17");
+        .status(1, "17 was pruned: update 17")
+        .says("Update '17' not found.", "update 17");
     dev.assert_installed(&["16"]);
     assert_eq!(dev.check_new().as_deref(), Some("19"));
     dev.sysupdate(&["update", "18"])
@@ -196,7 +197,11 @@ fn a_version_missing_its_store_image_is_refused_and_never_offered() {
     assert_eq!(dev.list(), list_of(Some("16"), &["18", "17", "16"]));
     assert_eq!(dev.check_new().as_deref(), Some("18"));
     dev.sysupdate(&["update", "20"])
-        .status(1, "update 20 must be refused");
+        .status(1, "update 20 must be refused")
+        .says(
+            "Update '20' not found.",
+            "an incomplete version is no update set at all",
+        );
     dev.assert_installed(&["16"]);
     dev.sysupdate(&["update"]).status(0, "update").says(
         "Successfully installed update '18'.",
@@ -373,7 +378,7 @@ fn versions_are_installed_in_systemd_order_not_string_order() {
 /// Scenario 7: releases while a device polls (`list`, then `update`) in a
 /// loop. The only error a device may see is the transient signature mismatch
 /// of fetching SHA256SUMS and SHA256SUMS.gpg on either side of a switch, and
-/// it never installs an incomplete version.
+/// it never lists an unreleased version nor installs an incomplete one.
 #[test]
 fn publishing_while_a_device_polls_gives_no_error_but_a_transient_signature_mismatch() {
     const RELEASES: [&str; 5] = ["18", "19", "20", "21", "22"];
@@ -383,85 +388,89 @@ fn publishing_while_a_device_polls_gives_no_error_but_a_transient_signature_mism
     // Outputs built up front, so each release is just the tool's work.
     let outputs: Vec<_> = RELEASES.iter().map(|v| ch.output(v, true)).collect();
 
-    let started = AtomicUsize::new(0); // releases begun
-    let cycles = AtomicUsize::new(0); // poll cycles completed
+    let released = AtomicUsize::new(0); // releases begun
+    let cycles_begun = AtomicUsize::new(0);
+    let cycles_done = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let log = Mutex::new(Vec::<String>::new());
     let mismatches = AtomicUsize::new(0);
+    // (from, to, what) in seconds since t0, for the report
+    let events = Mutex::new(Vec::<(f64, f64, String)>::new());
     let t0 = Instant::now();
+    let secs = || t0.elapsed().as_secs_f64();
+
+    // One device call: Ok(result) or a transient signature mismatch (None).
+    let poll = |args: &[&str]| -> Option<harness::Sys> {
+        let from = secs();
+        let r = dev.sysupdate(args);
+        events
+            .lock()
+            .unwrap()
+            .push((from, secs(), format!("{} -> {:?}", r.args, r.code)));
+        if r.code == Some(0) {
+            return Some(r);
+        }
+        assert_eq!(r.code, Some(1), "unexpected exit status\n{r}");
+        assert!(
+            r.stderr.contains("BAD signature")
+                && r.stderr.contains("Signature verification failed"),
+            "a device error other than a transient signature mismatch\n{r}"
+        );
+        mismatches.fetch_add(1, Ordering::Relaxed);
+        None
+    };
 
     std::thread::scope(|s| {
         let poller = s.spawn(|| {
-            let check = |r: &harness::Sys| {
-                log.lock()
-                    .unwrap()
-                    .push(format!("{:.2}s {} -> {:?}", t0.elapsed().as_secs_f64(), r.args, r.code));
-                if r.code == Some(0) {
-                    return true;
-                }
-                assert_eq!(r.code, Some(1), "unexpected exit status\n{r}");
-                assert!(
-                    r.stderr.contains("BAD signature")
-                        && r.stderr.contains("Signature verification failed"),
-                    "a device error other than a transient signature mismatch\n{r}"
-                );
-                mismatches.fetch_add(1, Ordering::Relaxed);
-                false
-            };
-            let mut installed_ok = BTreeSet::from(["16".to_string()]);
             while !stop.load(Ordering::Acquire) {
-                let begun = started.load(Ordering::Acquire);
-                let l = dev.sysupdate(&["--json=short", "list"]);
-                if check(&l) {
-                    let ended = started.load(Ordering::Acquire);
-                    let published: BTreeSet<&str> = ["16", "17"]
+                cycles_begun.fetch_add(1, Ordering::AcqRel);
+                let before = released.load(Ordering::Acquire);
+                if let Some(l) = poll(&["--json=short", "list"]) {
+                    let after = released.load(Ordering::Acquire);
+                    let known: BTreeSet<&str> = ["16", "17"]
                         .into_iter()
-                        .chain(RELEASES[..ended].iter().copied())
+                        .chain(RELEASES[..after].iter().copied())
                         .collect();
                     for v in listing(&l).all {
                         assert!(
-                            published.contains(v.as_str()),
-                            "the device lists {v}, never released (releases begun: {begun}..{ended})\n{l}"
+                            known.contains(v.as_str()),
+                            "the device lists {v}, which was never released \
+                             (releases begun: {before} before, {after} after the call)\n{l}"
                         );
                     }
                 }
-                let u = dev.sysupdate(&["update"]);
-                if check(&u) {
-                    // Whatever got installed is complete and byte-exact.
-                    let names = dev.installed_names();
-                    let mut versions: Vec<String> = names
-                        .iter()
-                        .filter_map(|n| n.strip_prefix("uki/appliance_"))
-                        .filter_map(|n| n.strip_suffix(".efi"))
-                        .map(str::to_string)
-                        .collect();
-                    for n in &names {
-                        if let Some(v) = n.strip_prefix("store/store_").and_then(|n| n.strip_suffix(".img")) {
-                            if !versions.iter().any(|x| x == v) {
-                                versions.push(v.to_string());
-                            }
-                        }
-                    }
+                if poll(&["update"]).is_some() {
+                    // Whatever is installed is complete and byte-exact.
+                    let versions = installed_versions(&dev);
                     let refs: Vec<&str> = versions.iter().map(String::as_str).collect();
                     dev.assert_installed(&refs);
-                    installed_ok.extend(versions);
                 }
-                cycles.fetch_add(1, Ordering::AcqRel);
+                cycles_done.fetch_add(1, Ordering::AcqRel);
             }
-            installed_ok
         });
-
-        for (i, out) in outputs.iter().enumerate() {
-            // Let the device complete a poll cycle that began after the
-            // previous release, so each release overlaps fresh polls (and no
-            // device call spans two releases: keep = 2 then never prunes a
-            // version a device is downloading).
-            let seen = cycles.load(Ordering::Acquire);
-            while cycles.load(Ordering::Acquire) < seen + 2 && !poller.is_finished() {
-                std::thread::sleep(Duration::from_millis(20));
+        let wait_until = |cond: &dyn Fn() -> bool| {
+            while !cond() && !poller.is_finished() {
+                std::thread::sleep(Duration::from_millis(5));
             }
-            started.store(i + 1, Ordering::Release);
+        };
+        for (i, out) in outputs.iter().enumerate() {
+            // Start each release while a fresh poll cycle runs (one that began
+            // after the previous release ended), at a different offset each
+            // time. So every release overlaps device calls, and no device call
+            // overlaps two releases (with keep = 2 a version being downloaded
+            // is then never pruned under it).
+            let done = cycles_done.load(Ordering::Acquire);
+            wait_until(&|| cycles_done.load(Ordering::Acquire) > done);
+            wait_until(&|| {
+                cycles_begun.load(Ordering::Acquire) > cycles_done.load(Ordering::Acquire)
+            });
+            std::thread::sleep(Duration::from_millis(70 * i as u64));
+            released.store(i + 1, Ordering::Release);
+            let from = secs();
             let r = ch.release_raw(out, &[]);
+            events
+                .lock()
+                .unwrap()
+                .push((from, secs(), format!("RELEASE {}", RELEASES[i])));
             assert_eq!(
                 r.status.code(),
                 Some(0),
@@ -470,24 +479,41 @@ fn publishing_while_a_device_polls_gives_no_error_but_a_transient_signature_mism
                 stderr(&r)
             );
         }
-        let seen = cycles.load(Ordering::Acquire);
-        while cycles.load(Ordering::Acquire) < seen + 2 && !poller.is_finished() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let done = cycles_done.load(Ordering::Acquire);
+        wait_until(&|| cycles_done.load(Ordering::Acquire) > done + 1);
         stop.store(true, Ordering::Release);
-        let installed = match poller.join() {
-            Ok(v) => v,
-            Err(e) => std::panic::resume_unwind(e),
-        };
-        eprintln!(
-            "scenario 7: {} poll cycles, {} transient signature mismatches, versions installed along the way: {:?}\n{}",
-            cycles.load(Ordering::Relaxed),
-            mismatches.load(Ordering::Relaxed),
-            installed,
-            log.lock().unwrap().join("\n")
-        );
+        if let Err(e) = poller.join() {
+            std::panic::resume_unwind(e);
+        }
     });
-    // At the end: the newest is installed, complete, and keep = 2 shows.
+
+    let mut events = events.into_inner().unwrap();
+    events.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let releases: Vec<_> = events
+        .iter()
+        .filter(|e| e.2.starts_with("RELEASE"))
+        .collect();
+    let overlapping = events
+        .iter()
+        .filter(|e| !e.2.starts_with("RELEASE"))
+        .filter(|c| releases.iter().any(|r| c.0 < r.1 && r.0 < c.1))
+        .count();
+    eprintln!(
+        "scenario 7: {} poll cycles, {overlapping} device calls overlapping a release, \
+         {} transient signature mismatch(es)\n{}",
+        cycles_done.load(Ordering::Relaxed),
+        mismatches.load(Ordering::Relaxed),
+        events
+            .iter()
+            .map(|(a, b, w)| format!("  {a:6.2}..{b:6.2}s {w}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        overlapping >= RELEASES.len(),
+        "device calls must overlap the releases ({overlapping} did)"
+    );
+    // At the end: the newest is installed; keep = 2 leaves 22 and 21.
     assert_eq!(dev.check_new(), None);
     let l = dev.list();
     assert_eq!(l.current.as_deref(), Some("22"));
@@ -495,4 +521,35 @@ fn publishing_while_a_device_polls_gives_no_error_but_a_transient_signature_mism
         l.all.starts_with(&["22".to_string(), "21".to_string()]),
         "{l:?}"
     );
+    assert_eq!(
+        ch.served_names(),
+        [
+            "SHA256SUMS",
+            "SHA256SUMS.gpg",
+            "appliance_21.efi.xz",
+            "appliance_22.efi.xz",
+            "store_21.img.xz",
+            "store_22.img.xz"
+        ]
+    );
+}
+
+/// The versions with a file in either target directory.
+fn installed_versions(dev: &Device) -> Vec<String> {
+    let mut versions: Vec<String> = dev
+        .installed_names()
+        .iter()
+        .filter_map(|n| {
+            n.strip_prefix("uki/appliance_")
+                .and_then(|n| n.strip_suffix(".efi"))
+                .or_else(|| {
+                    n.strip_prefix("store/store_")
+                        .and_then(|n| n.strip_suffix(".img"))
+                })
+        })
+        .map(str::to_string)
+        .collect();
+    versions.sort();
+    versions.dedup();
+    versions
 }

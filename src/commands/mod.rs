@@ -1,9 +1,11 @@
 //! The commands: glue between the CLI, configuration and the library modules.
 //! Errors here are `anyhow` with context; the library's typed errors inside.
 
+mod operate;
 mod plumbing;
 mod release;
 mod status;
+mod verify;
 
 use std::path::Path;
 
@@ -12,7 +14,11 @@ use serde::Serialize;
 
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError};
+use std::time::SystemTime;
+
+use crate::ledger::{self, Action, Ledger};
 use crate::signing::{Keyring, SecretKey};
+use crate::store::Store;
 use crate::ui::Ui;
 
 /// How a command that ran to its end went.
@@ -49,6 +55,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Release(args) => release::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),
+        Command::Yank(args) => operate::yank(&ctx, args),
+        Command::Unyank(args) => operate::unyank(&ctx, args),
+        Command::Rollback(args) => operate::rollback(&ctx, args),
+        Command::Refresh(args) => operate::refresh(&ctx, args),
+        Command::Verify(args) => verify::run(&ctx, args),
         Command::Keygen(args) => plumbing::keygen(&ctx, args),
         Command::Sign(args) => plumbing::sign(&ctx, args),
         Command::Sums(args) => plumbing::sums(&ctx, args),
@@ -117,6 +128,39 @@ pub(crate) fn load_keys(config: &Config, ui: &Ui) -> Result<(SecretKey, Keyring)
         .into());
     }
     Ok((key, keyring))
+}
+
+/// Reads and verifies the channel's ledger; one that does not verify stops
+/// every write.
+pub(crate) fn load_ledger(
+    store: &dyn Store,
+    keyring: &Keyring,
+) -> Result<(Ledger, Option<Vec<u8>>)> {
+    let bytes = store.get_channel_file(ledger::FILE)?;
+    let ledger = match &bytes {
+        Some(b) => Ledger::parse(b, keyring)
+            .with_context(|| format!("{}/{}", store.describe(), ledger::FILE))?,
+        None => Ledger::default(),
+    };
+    Ok((ledger, bytes))
+}
+
+/// Appends one signed entry to the ledger and stores it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record(
+    store: &dyn Store,
+    ledger: &mut Ledger,
+    previous: Option<&[u8]>,
+    key: &SecretKey,
+    now: SystemTime,
+    action: Action,
+    versions: Vec<String>,
+    files: ledger::Files,
+    reason: Option<String>,
+) -> Result<()> {
+    let bytes = ledger.append(key, now, action, versions, files, reason)?;
+    store.put_channel_file(ledger::FILE, &bytes, previous)?;
+    Ok(())
 }
 
 /// Writes a file that must not exist yet.

@@ -6,11 +6,15 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{human_bytes, load_keys, Ctx, Outcome, UsageError};
+use std::collections::BTreeMap;
+
+use super::{human_bytes, load_keys, load_ledger, record, Ctx, Outcome, UsageError};
 use crate::arch::Arch;
 use crate::channel::{self, ArchPlan, ReleaseInput, ReleaseOptions};
 use crate::cli::ReleaseArgs;
 use crate::compress::Settings;
+use crate::ledger::{Action, Ledger};
+use crate::operations;
 use crate::signing::SignOptions;
 use crate::stage;
 use crate::store;
@@ -46,6 +50,41 @@ fn parse_outputs(outputs: &[String]) -> Result<Vec<(Arch, PathBuf)>> {
     Ok(seen)
 }
 
+/// A yanked or rolled-back version comes back only when asked.
+fn refuse_withdrawn(ledger: &Ledger, version: &str, unyank: bool) -> Result<()> {
+    match ledger.withdrawn().get(version) {
+        Some(e) if !unyank => Err(crate::channel::ChannelError::Refused(format!(
+            "version {version} was withdrawn ({} at {}{}); pass --unyank to publish it again",
+            e.action,
+            e.time,
+            e.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ))
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the ledger's latest word on `version` is a publish of these files.
+fn recorded(
+    ledger: &Ledger,
+    version: &str,
+    files: &BTreeMap<String, BTreeMap<String, String>>,
+) -> bool {
+    ledger
+        .entries()
+        .rev()
+        .find(|e| e.versions.iter().any(|v| v == version))
+        .is_some_and(|e| {
+            matches!(e.action, Action::Publish | Action::Unyank)
+                && e.files
+                    .get(version)
+                    .is_some_and(|f| files.iter().all(|(a, n)| f.get(a) == Some(n)))
+        })
+}
+
 /// The signing time: now, unless the documented test override is set.
 pub(crate) fn signing_time() -> Result<SystemTime> {
     match std::env::var(SIGNING_TIME_ENV) {
@@ -64,6 +103,13 @@ fn print_plan(ui: &crate::ui::Ui, plan: &channel::ReleasePlan) {
         }
     };
     for a in &plan.arches {
+        if a.already_published && a.interrupted_commit {
+            ui.info(format!(
+                "{}: {} already published by an interrupted commit; finishing it",
+                a.arch, plan.version
+            ));
+            continue;
+        }
         if a.already_published {
             ui.info(format!(
                 "{}: {} already published, nothing to do",
@@ -97,8 +143,9 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
     let config = ctx.config()?;
     let ui = &ctx.ui;
     let (key, keyring) = load_keys(&config, ui)?;
-    let store = store::open(&config.channel.store);
+    let store = store::open_channel(&config.channel);
     let now = signing_time()?;
+    let (ledger, _) = load_ledger(store.as_ref(), &keyring)?;
     let settings = Settings {
         codec: config.transfers.compress,
         level: config
@@ -145,7 +192,9 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
                 compressed_from: (n != raw).then_some(raw.as_str()),
             })
             .collect();
-        channel::version_of_names(*arch, &transfers, &checks, &crate::ui::Ui::silent())?;
+        let version =
+            channel::version_of_names(*arch, &transfers, &checks, &crate::ui::Ui::silent())?;
+        refuse_withdrawn(&ledger, &version, args.unyank)?;
         let state = channel::read_arch(store.as_ref(), &keyring, arch.systemd(), now)?;
         prepared.push((*arch, transfers, state, files));
     }
@@ -186,6 +235,7 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
         // Another publisher may have committed while we compressed: take the
         // lock, re-read what is published and plan again on that.
         let lock = store.lock()?;
+        let (mut ledger, ledger_bytes) = load_ledger(store.as_ref(), &keyring)?;
         for input in &mut inputs {
             input.state = channel::read_arch(store.as_ref(), &keyring, input.arch.systemd(), now)?;
             if input.state.expired {
@@ -196,6 +246,11 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
             }
         }
         plan = channel::plan_release(store.as_ref(), &inputs, opts, &crate::ui::Ui::silent())?;
+        refuse_withdrawn(&ledger, &plan.version, args.unyank)?;
+        for a in &mut plan.arches {
+            let published: Vec<String> = a.added.iter().chain(&a.kept).cloned().collect();
+            a.retain = operations::retained(&ledger, &a.arch, &published, config.channel.keep);
+        }
         print_plan(ui, &plan);
         if plan.is_noop() {
             ui.info(format!(
@@ -208,6 +263,31 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
             lifetime: config.channel.signature_lifetime,
         };
         channel::apply_release(store.as_ref(), &plan, &key, &keyring, sign, ui)?;
+        // Recorded after the commit; a rerun records it if a crash came first.
+        let files: BTreeMap<String, BTreeMap<String, String>> = inputs
+            .iter()
+            .map(|i| {
+                let names = i
+                    .payloads
+                    .iter()
+                    .map(|p| (p.name.clone(), crate::hash::to_hex(&p.sha256)))
+                    .collect();
+                (i.arch.systemd().to_string(), names)
+            })
+            .collect();
+        if !recorded(&ledger, &plan.version, &files) {
+            record(
+                store.as_ref(),
+                &mut ledger,
+                ledger_bytes.as_deref(),
+                &key,
+                now,
+                Action::Publish,
+                vec![plan.version.clone()],
+                [(plan.version.clone(), files)].into(),
+                None,
+            )?;
+        }
         if !plan.is_noop() {
             ui.info(format!("released {} to {}", plan.version, store.describe()));
         }

@@ -47,7 +47,14 @@ struct ArchStatus {
 struct StatusReport {
     store: String,
     arches: Vec<ArchStatus>,
+    /// The most recent ledger entries, oldest first.
+    history: Vec<crate::ledger::Entry>,
+    /// Channel-level problems (the ledger).
+    problems: Vec<String>,
 }
+
+/// How many ledger entries `status` shows.
+const HISTORY: usize = 10;
 
 fn arch_status(
     store: &dyn Store,
@@ -155,14 +162,23 @@ pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
     let mut report = StatusReport {
         store: store.describe(),
         arches: vec![],
+        history: vec![],
+        problems: vec![],
     };
+    match super::load_ledger(store.as_ref(), &keyring) {
+        Ok((ledger, _)) => {
+            let all: Vec<_> = ledger.entries().cloned().collect();
+            report.history = all[all.len().saturating_sub(HISTORY)..].to_vec();
+        }
+        Err(e) => report.problems.push(format!("{e:#}")),
+    }
     let arches = store.arches()?;
     if arches.is_empty() {
         ctx.ui
             .info(format!("{}: nothing published yet", store.describe()));
     }
     for arch in arches {
-        let st = arch_status(
+        let mut st = arch_status(
             store.as_ref(),
             &keyring,
             &config.transfers.dir,
@@ -170,11 +186,41 @@ pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
             !args.no_hash,
             ctx,
         )?;
+        if let Some(expires) = &st.expires {
+            let margin = config.channel.expiry_warning;
+            let soon =
+                humantime::parse_rfc3339(expires).is_ok_and(|e| e <= SystemTime::now() + margin);
+            if soon {
+                st.problems.push(format!(
+                    "the signature expires at {expires}, within {}: run `sysupdate-publish refresh`",
+                    humantime::format_duration(margin)
+                ));
+            }
+        }
         print_arch(ctx, &st);
         report.arches.push(st);
     }
+    if !report.history.is_empty() {
+        ctx.ui.info("history:");
+        for e in &report.history {
+            ctx.ui.info(format!(
+                "  {} {:<8} {}{}",
+                e.time,
+                e.action.to_string(),
+                e.versions.join(", "),
+                e.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    for p in &report.problems {
+        ctx.ui.info(format!("PROBLEM: {p}"));
+    }
     ctx.emit(&report)?;
-    let problems = report.arches.iter().any(|a| !a.problems.is_empty());
+    let problems =
+        !report.problems.is_empty() || report.arches.iter().any(|a| !a.problems.is_empty());
     Ok(if problems {
         Outcome::Problems
     } else {

@@ -22,11 +22,12 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::{FileInfo, Lock, Store, StoreError};
+use super::{FileInfo, Lock, Source, Store, StoreError};
 use crate::hash::{self, Digest};
 
 pub struct DirStore {
     root: PathBuf,
+    parallel_uploads: usize,
 }
 
 const TEMP_PREFIX: &str = ".tmp-";
@@ -49,8 +50,11 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl DirStore {
-    pub fn new(root: PathBuf) -> DirStore {
-        DirStore { root }
+    pub fn new(root: PathBuf, parallel_uploads: usize) -> DirStore {
+        DirStore {
+            root,
+            parallel_uploads,
+        }
     }
 
     fn pool(&self, arch: &str) -> PathBuf {
@@ -202,22 +206,16 @@ impl Store for DirStore {
         }
     }
 
-    fn put_payload(
-        &self,
-        arch: &str,
-        name: &str,
-        sha256: &Digest,
-        write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<u64>,
-    ) -> Result<(), StoreError> {
+    fn put_payload(&self, arch: &str, name: &str, source: &Source) -> Result<(), StoreError> {
         let pool = self.pool(arch);
         let path = pool.join(name);
         match hash_path(&path, &mut |_| {})? {
-            Some((existing, _)) if &existing == sha256 => Ok(()),
+            Some((existing, _)) if existing == source.sha256 => Ok(()),
             Some((existing, _)) => Err(StoreError::Conflict {
                 path,
                 existing: hash::to_hex(&existing),
             }),
-            None => write_atomic(&pool, name, write),
+            None => write_atomic(&pool, name, &mut |w| std::io::copy(&mut source.open()?, w)),
         }
     }
 
@@ -338,5 +336,9 @@ impl Store for DirStore {
         progress: &mut dyn FnMut(u64),
     ) -> Result<Option<(Digest, u64)>, StoreError> {
         hash_path(&self.root.join(arch).join(name), progress)
+    }
+
+    fn parallel_uploads(&self) -> usize {
+        self.parallel_uploads
     }
 }

@@ -4,16 +4,33 @@
 //! makes them as atomic as it can: payloads are create-only, a manifest and
 //! its signature become visible together where the backend allows it, and
 //! nothing half-written is ever visible under a published name.
+//!
+//! - `dir`: a local directory, switched atomically by symlink.
+//! - `s3`: S3 and compatibles (object_store), `webdav`: WebDAV (reqwest).
+//!   Both are thin transports under `remote`, which holds the protocol they
+//!   share: the publisher lock, create-only verified payload uploads, the
+//!   conditional manifest write with its roll-forward, retries.
 
 pub mod dir;
+mod remote;
+pub mod s3;
+pub mod webdav;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use sha2::Digest as _;
 use thiserror::Error;
 
-use crate::config::StoreLocation;
-use crate::hash::Digest;
+use crate::config::{Channel, StoreLocation};
+use crate::hash::{self, Digest};
+
+/// Where a remote commit parks the new signature while SHA256SUMS is being
+/// replaced (relative to the arch directory). A SHA256SUMS that verifies only
+/// with this signature is an interrupted commit; the next write finishes it.
+pub const PENDING_SIGNATURE: &str = ".pending/SHA256SUMS.gpg";
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -29,6 +46,21 @@ pub enum StoreError {
         "{path} already exists with different content (sha256 {existing}); published payloads are never overwritten: publish under a new version"
     )]
     Conflict { path: PathBuf, existing: String },
+    /// A request the hosting refused or that kept failing.
+    #[error("{op} {url}: {}{message}{}", status.map(|s| format!("HTTP {s}: ")).unwrap_or_default(), if hint.is_empty() { String::new() } else { format!(". {hint}") })]
+    Remote {
+        op: &'static str,
+        url: String,
+        status: Option<u16>,
+        message: String,
+        hint: String,
+    },
+    /// The conditional manifest write lost against another writer.
+    #[error("{url} changed since it was read (another publisher wrote to the channel); this command's manifest for it was not written. Run the command again: it re-reads the channel and plans on top of the other release")]
+    Changed { url: String },
+    /// The store cannot be used at all (bad URL, bad CA file, …).
+    #[error("{location}: {message}")]
+    Open { location: String, message: String },
 }
 
 impl StoreError {
@@ -47,11 +79,115 @@ pub struct FileInfo {
 /// Held while a command changes the channel; dropping it releases the lock.
 pub trait Lock {}
 
-pub trait Store {
+/// A staged payload to upload. Backends read it from disk for every attempt
+/// (never all of it into memory) through [`Source::open`] or [`Checker`],
+/// which fail before handing on the last byte when the file no longer has
+/// the size and hash the manifest will list.
+#[derive(Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub sha256: Digest,
+    pub size: u64,
+    /// Called with each chunk's length as it is read (the progress bar).
+    pub progress: Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+impl Source {
+    pub fn open(&self) -> io::Result<SourceReader> {
+        Ok(SourceReader {
+            file: std::fs::File::open(&self.path)?,
+            checker: self.checker(),
+            progress: self.progress.clone(),
+        })
+    }
+
+    pub fn checker(&self) -> Checker {
+        Checker {
+            hasher: sha2::Sha256::new(),
+            seen: 0,
+            size: self.size,
+            sha256: self.sha256,
+            path: self.path.clone(),
+        }
+    }
+}
+
+/// Hashes a payload's bytes as they stream past.
+pub struct Checker {
+    hasher: sha2::Sha256,
+    seen: u64,
+    size: u64,
+    sha256: Digest,
+    path: PathBuf,
+}
+
+impl Checker {
+    /// Accounts for the next chunk. The chunk that completes the file is
+    /// checked before the caller passes it on, so a server never receives a
+    /// complete body with the wrong content.
+    pub fn update(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.seen += chunk.len() as u64;
+        if self.seen > self.size {
+            return Err(self.changed(format!("grew beyond {} bytes", self.size)));
+        }
+        self.hasher.update(chunk);
+        if self.seen == self.size {
+            let digest: Digest = self.hasher.clone().finalize().into();
+            if digest != self.sha256 {
+                return Err(self.changed(format!(
+                    "sha256 {} instead of {}",
+                    hash::to_hex(&digest),
+                    hash::to_hex(&self.sha256)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// At end of file: everything was there.
+    pub fn finish(&self) -> io::Result<()> {
+        if self.seen != self.size {
+            return Err(self.changed(format!("{} bytes instead of {}", self.seen, self.size)));
+        }
+        Ok(())
+    }
+
+    fn changed(&self, what: String) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} changed while publishing ({what}); stage the release again",
+                self.path.display()
+            ),
+        )
+    }
+}
+
+/// A payload file read through its [`Checker`].
+pub struct SourceReader {
+    file: std::fs::File,
+    checker: Checker,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+impl Read for SourceReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.checker.finish()?;
+        } else {
+            self.checker.update(&buf[..n])?;
+            (self.progress)(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+pub trait Store: Send + Sync {
     /// Human description (path or URL), for messages.
     fn describe(&self) -> String;
 
-    /// Takes the publisher lock where the backend has one, waiting for it.
+    /// Takes the publisher lock, waiting for it.
     fn lock(&self) -> Result<Box<dyn Lock>, StoreError>;
 
     /// Architecture directories present in the channel.
@@ -62,18 +198,14 @@ pub trait Store {
     fn list(&self, arch: &str) -> Result<BTreeMap<String, FileInfo>, StoreError>;
 
     /// Reads a small file as devices see it (manifest, signature); `None` when absent.
+    /// Remote backends remember the version of SHA256SUMS they return here:
+    /// the next `commit` of that arch is conditional on it still being current.
     fn get(&self, arch: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Streams a payload in under `name`, create-only: an existing file with
-    /// the same hash is fine (resume), a different one is a Conflict.
-    /// `write` copies the bytes and must fail if they do not hash to `sha256`.
-    fn put_payload(
-        &self,
-        arch: &str,
-        name: &str,
-        sha256: &Digest,
-        write: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<u64>,
-    ) -> Result<(), StoreError>;
+    /// Uploads a payload under `name`, create-only: an existing file with the
+    /// same hash is fine (resume), a different one is a Conflict. Verified
+    /// after upload (size, and hash where the backend can).
+    fn put_payload(&self, arch: &str, name: &str, source: &Source) -> Result<(), StoreError>;
 
     /// Makes a new SHA256SUMS and its signature visible to devices, with every
     /// payload the manifest names. `names` are those payloads.
@@ -88,12 +220,6 @@ pub trait Store {
     /// Deletes a payload no manifest names any more; absent is fine.
     fn delete(&self, arch: &str, name: &str) -> Result<(), StoreError>;
 
-    /// Removes what earlier commits or interrupted runs left behind, keeping
-    /// the payloads in `keep`; called only after every arch is committed.
-    fn cleanup(&self, _arch: &str, _keep: &BTreeSet<&str>) -> Result<(), StoreError> {
-        Ok(())
-    }
-
     /// Reads a channel-level file beside the arch directories (the ledger).
     fn get_channel_file(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
@@ -107,7 +233,14 @@ pub trait Store {
         previous: Option<&[u8]>,
     ) -> Result<(), StoreError>;
 
-    /// Hashes an uploaded payload (named by a manifest or not); `None` when absent.
+    /// Removes what earlier commits or interrupted runs left behind, keeping
+    /// the payloads in `keep`; called only after every arch is committed.
+    fn cleanup(&self, _arch: &str, _keep: &BTreeSet<&str>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Hashes an uploaded payload (named by a manifest or not); `None` when
+    /// absent. May answer from what the upload recorded (S3 metadata).
     fn payload_hash(
         &self,
         arch: &str,
@@ -117,18 +250,124 @@ pub trait Store {
         self.hash(arch, name, progress)
     }
 
-    /// Hashes a file as devices see it; `None` when absent.
+    /// Hashes a file as devices see it (reading every byte); `None` when absent.
     fn hash(
         &self,
         arch: &str,
         name: &str,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Option<(Digest, u64)>, StoreError>;
+
+    /// How many payloads `apply_release` uploads at once.
+    fn parallel_uploads(&self) -> usize {
+        1
+    }
 }
 
-/// Opens the backend for a configured location.
+/// Channel settings that shape how the backends talk to the hosting.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub parallel_uploads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            parallel_uploads: crate::config::DEFAULT_PARALLEL_UPLOADS,
+        }
+    }
+}
+
+/// Opens the backend for a configured location with default options.
 pub fn open(location: &StoreLocation) -> Box<dyn Store> {
-    match location {
-        StoreLocation::Dir(path) => Box::new(dir::DirStore::new(path.clone())),
+    open_with(location, &Options::default())
+}
+
+/// Opens the configured channel's backend with its options.
+pub fn open_channel(channel: &Channel) -> Box<dyn Store> {
+    open_with(
+        &channel.store,
+        &Options {
+            parallel_uploads: channel.parallel_uploads,
+        },
+    )
+}
+
+/// Opens a backend. A remote one that cannot be set up (bad endpoint, CA
+/// file, …) still opens, and reports why on first use, so `open` stays
+/// infallible for its callers.
+pub fn open_with(location: &StoreLocation, options: &Options) -> Box<dyn Store> {
+    let remote = match location {
+        StoreLocation::Dir(path) => {
+            return Box::new(dir::DirStore::new(path.clone(), options.parallel_uploads))
+        }
+        StoreLocation::S3 { bucket, prefix } => {
+            s3::S3::new(bucket, prefix, options.parallel_uploads)
+                .map(|b| Box::new(b) as Box<dyn remote::Backend>)
+                .map_err(|m| (format!("s3://{bucket}/{prefix}"), m))
+        }
+        StoreLocation::WebDav { url, ca } => webdav::WebDav::new(url, ca.as_deref())
+            .map(|b| Box::new(b) as Box<dyn remote::Backend>)
+            .map_err(|m| (format!("webdav+{url}"), m)),
+    };
+    match remote {
+        Ok(backend) => Box::new(remote::RemoteStore::new(backend, options)),
+        Err((location, message)) => Box::new(Unavailable { location, message }),
+    }
+}
+
+/// A store whose backend could not be set up: every operation says why.
+struct Unavailable {
+    location: String,
+    message: String,
+}
+
+impl Unavailable {
+    fn err<T>(&self) -> Result<T, StoreError> {
+        Err(StoreError::Open {
+            location: self.location.clone(),
+            message: self.message.clone(),
+        })
+    }
+}
+
+impl Store for Unavailable {
+    fn describe(&self) -> String {
+        self.location.clone()
+    }
+    fn lock(&self) -> Result<Box<dyn Lock>, StoreError> {
+        self.err()
+    }
+    fn arches(&self) -> Result<Vec<String>, StoreError> {
+        self.err()
+    }
+    fn list(&self, _: &str) -> Result<BTreeMap<String, FileInfo>, StoreError> {
+        self.err()
+    }
+    fn get(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.err()
+    }
+    fn put_payload(&self, _: &str, _: &str, _: &Source) -> Result<(), StoreError> {
+        self.err()
+    }
+    fn commit(&self, _: &str, _: &[u8], _: &[u8], _: &[&str]) -> Result<(), StoreError> {
+        self.err()
+    }
+    fn delete(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        self.err()
+    }
+    fn get_channel_file(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.err()
+    }
+    fn put_channel_file(&self, _: &str, _: &[u8], _: Option<&[u8]>) -> Result<(), StoreError> {
+        self.err()
+    }
+    fn hash(
+        &self,
+        _: &str,
+        _: &str,
+        _: &mut dyn FnMut(u64),
+    ) -> Result<Option<(Digest, u64)>, StoreError> {
+        self.err()
     }
 }

@@ -91,6 +91,28 @@ fn must(cmd: &mut Command, what: &str) -> Output {
     out
 }
 
+/// Why a cleanup command failed, if it did.
+fn failure(out: &std::io::Result<Output>) -> Option<String> {
+    match out {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "{}: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        )),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// A failed cleanup fails the test (unless it is already failing: a panic
+/// while panicking would abort and hide the first message).
+fn cleanup_failed(what: &str, why: &str) {
+    eprintln!("e2e: {what} failed: {why}");
+    if !std::thread::panicking() {
+        panic!("e2e: {what} failed: {why}");
+    }
+}
+
 /// `KEY=value` lines (what nginx.sh and device.sh print) as a map.
 fn env_lines(out: &Output) -> BTreeMap<String, String> {
     String::from_utf8_lossy(&out.stdout)
@@ -209,10 +231,12 @@ fn sweep_dead_runs(base: &Path) {
             continue;
         };
         if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-            eprintln!(
-                "e2e: cleaning up after a killed run: {}",
-                e.path().display()
-            );
+            if std::fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_some()) {
+                eprintln!(
+                    "e2e: cleaning up after a killed run: {}",
+                    e.path().display()
+                );
+            }
             sweep(&e.path());
         }
     }
@@ -320,14 +344,12 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let ok = script("nginx.sh")
-            .arg("stop")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        let _ = std::fs::remove_dir_all(&self.dir);
-        if !ok && !std::thread::panicking() {
-            panic!("e2e: nginx.sh stop {} failed", self.dir.display());
+        let out = script("nginx.sh").arg("stop").arg(&self.dir).output();
+        match failure(&out) {
+            None => {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+            Some(why) => cleanup_failed(&format!("nginx.sh stop {}", self.dir.display()), &why),
         }
     }
 }
@@ -767,13 +789,9 @@ pub fn listing(s: &Sys) -> Listing {
 
 impl Drop for Device {
     fn drop(&mut self) {
-        let ok = script("device.sh")
-            .arg("down")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok && !std::thread::panicking() {
-            panic!("e2e: device.sh down {} failed", self.dir.display());
+        let out = script("device.sh").arg("down").arg(&self.dir).output();
+        if let Some(why) = failure(&out) {
+            cleanup_failed(&format!("device.sh down {}", self.dir.display()), &why);
         }
     }
 }
