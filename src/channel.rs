@@ -48,7 +48,7 @@ pub enum ChannelError {
     #[error("{arch}: {source}")]
     Transfers {
         arch: String,
-        source: transfer::TransferError,
+        source: Box<transfer::TransferError>,
     },
     #[error("{0}")]
     Refused(String),
@@ -158,7 +158,7 @@ pub fn load_transfers(dir: &std::path::Path, arch: &str) -> Result<Vec<Transfer>
     };
     transfer::load_dir(dir, &spec).map_err(|source| ChannelError::Transfers {
         arch: arch.to_string(),
-        source,
+        source: Box::new(source),
     })
 }
 

@@ -34,6 +34,17 @@ use zeroize::Zeroizing;
 /// every manifest signed by a key stamped with today's date.
 pub const KEY_CREATION_TIME: u32 = 946_684_800;
 
+/// The options systemd-pull (src/import/pull-common.c, 254–261) passes to
+/// gpg before `--homedir=… --keyring=… --verify SIG -`.
+pub const SYSTEMD_GPG_ARGS: [&str; 6] = [
+    "--no-options",
+    "--no-default-keyring",
+    "--no-auto-key-locate",
+    "--no-auto-check-trustdb",
+    "--batch",
+    "--trust-model=always",
+];
+
 /// Environment variable holding the passphrase of a protected secret key.
 pub const PASSPHRASE_ENV: &str = "SYSUPDATE_PUBLISH_KEY_PASSPHRASE";
 
@@ -433,7 +444,7 @@ impl Keyring {
             .issuer_fingerprint()
             .first()
             .map(|f| hex_fingerprint(f))
-            .or_else(|| sig.issuer_key_id().first().map(|id| hex::encode_upper(id)))
+            .or_else(|| sig.issuer_key_id().first().map(hex::encode_upper))
             .unwrap_or_else(|| "(no issuer)".into());
         for key in &self.keys {
             let primary = hex_fingerprint(&key.primary_key.fingerprint());
@@ -476,6 +487,14 @@ impl Keyring {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpg_arguments_are_systemds() {
+        assert_eq!(
+            SYSTEMD_GPG_ARGS.join(" "),
+            "--no-options --no-default-keyring --no-auto-key-locate --no-auto-check-trustdb --batch --trust-model=always"
+        );
+    }
 
     #[test]
     fn generated_key_signs_and_verifies_in_process() {

@@ -2,62 +2,27 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use common::*;
 
-struct Channel {
-    dir: tempfile::TempDir,
-    keys: Keys,
-    store: PathBuf,
-    config: PathBuf,
+type Channel = TestChannel;
+
+trait Publish {
+    /// Publishes a generated version for every example arch.
+    fn release(&self, version: &str, extra: &[&str], expect: i32) -> Output;
+    fn published(&self, arch: &str) -> String;
 }
 
-impl Channel {
-    fn new(extra: &str) -> Channel {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = keygen();
-        let store = dir.path().join("public");
-        let config = write_config(dir.path(), &store, &keys, extra);
-        Channel {
-            dir,
-            keys,
-            store,
-            config,
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = bin();
-        c.arg("--config").arg(&self.config);
-        c
-    }
-
-    fn run(&self, args: &[&str], expect: i32) -> Output {
-        run(self.cmd().args(args), expect)
-    }
-
-    fn json(&self, args: &[&str], expect: i32) -> serde_json::Value {
-        let out = run(self.cmd().arg("--json").args(args), expect);
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// Publishes a generated version for every example arch.
+impl Publish for TestChannel {
     fn release(&self, version: &str, extra: &[&str], expect: i32) -> Output {
         let outputs = fake_outputs(self.dir.path(), version);
         run(self.cmd().arg("release").args(extra).args(outputs), expect)
     }
 
     fn published(&self, arch: &str) -> String {
-        std::fs::read_to_string(self.store.join(arch).join("SHA256SUMS")).unwrap()
-    }
-
-    fn stored(&self, needle: &str) -> usize {
-        snapshot(&self.store)
-            .keys()
-            .filter(|p| p.to_string_lossy().contains(needle))
-            .count()
+        self.manifest(arch)
     }
 }
 

@@ -3,58 +3,23 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+
 use std::process::Output;
 
 use common::*;
 
-struct Channel {
-    _dir: tempfile::TempDir,
-    keys: Keys,
-    store: PathBuf,
-    config: PathBuf,
-}
+type Channel = TestChannel;
 
-impl Channel {
-    fn new(extra: &str) -> Channel {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = keygen();
-        let store = dir.path().join("public");
-        let config = write_config(dir.path(), &store, &keys, extra);
-        Channel {
-            _dir: dir,
-            keys,
-            store,
-            config,
-        }
-    }
-
-    fn release(&self, args: &[String], expect: i32) -> Output {
-        run(
-            bin()
-                .arg("--config")
-                .arg(&self.config)
-                .arg("release")
-                .args(args),
-            expect,
-        )
-    }
-
+trait Release {
+    fn release(&self, args: &[String], expect: i32) -> Output;
     fn release_version(&self, version: &str, expect: i32) -> Output {
         self.release(&output_args(version), expect)
     }
+}
 
-    fn manifest(&self, arch: &str) -> String {
-        std::fs::read_to_string(self.store.join(arch).join("SHA256SUMS")).unwrap()
-    }
-
-    fn names(&self, arch: &str) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.store.join(arch))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
-            .collect();
-        v.sort();
-        v
+impl Release for TestChannel {
+    fn release(&self, args: &[String], expect: i32) -> Output {
+        run(self.cmd().arg("release").args(args), expect)
     }
 }
 

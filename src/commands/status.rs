@@ -74,18 +74,34 @@ fn arch_status(
             .push("no SHA256SUMS: nothing is published here".into());
         return Ok(st);
     };
-    match store.get(arch, SIGNATURE)? {
-        None => st
-            .problems
-            .push("SHA256SUMS.gpg is missing: devices refuse the manifest".into()),
-        Some(sig) => match keyring.verify(&bytes, &sig, SystemTime::now()) {
-            Ok(info) => {
-                st.signer = Some(info.fingerprint);
-                st.signed = Some(rfc3339(info.created));
-                st.expires = info.expires.map(rfc3339);
+    let verified = match store.get(arch, SIGNATURE)? {
+        None => Err("SHA256SUMS.gpg is missing: devices refuse the manifest".to_string()),
+        Some(sig) => keyring
+            .verify(&bytes, &sig, SystemTime::now())
+            .map_err(|e| format!("signature: {e}")),
+    };
+    let verified = match verified {
+        Err(problem) => {
+            match channel::pending_signature(store, keyring, arch, &bytes, SystemTime::now())? {
+                Some((info, _)) => {
+                    st.problems.push(format!(
+                        "interrupted commit: SHA256SUMS verifies only with {}; devices refuse it until the next release, yank or refresh finishes the commit (or a commit is in progress right now)",
+                        crate::store::PENDING_SIGNATURE
+                    ));
+                    Ok(info)
+                }
+                None => Err(problem),
             }
-            Err(e) => st.problems.push(format!("signature: {e}")),
-        },
+        }
+        ok => ok,
+    };
+    match verified {
+        Ok(info) => {
+            st.signer = Some(info.fingerprint);
+            st.signed = Some(rfc3339(info.created));
+            st.expires = info.expires.map(rfc3339);
+        }
+        Err(problem) => st.problems.push(problem),
     }
     let m = match manifest::parse(&bytes) {
         Ok(m) => m,

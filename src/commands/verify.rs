@@ -47,14 +47,7 @@ fn gpg_verify(keyring: &Path, manifest: &[u8], signature: &[u8]) -> Option<Resul
     let home = dir.path().join("home");
     std::fs::create_dir(&home).ok()?;
     let mut child = Command::new("gpg")
-        .args([
-            "--no-options",
-            "--no-default-keyring",
-            "--no-auto-key-locate",
-            "--no-auto-check-trustdb",
-            "--batch",
-            "--trust-model=always",
-        ])
+        .args(crate::signing::SYSTEMD_GPG_ARGS)
         .arg(format!("--homedir={}", home.display()))
         .arg(format!("--keyring={}", keyring.display()))
         .arg("--verify")
@@ -92,9 +85,8 @@ fn check_cache(what: &str, r: &Response, immutable: bool, c: &mut ArchCheck) {
             "{what}: Cache-Control {cc:?} does not allow long caching"
         ));
     }
-    if !immutable
-        && !(cc.contains("no-cache") || cc.contains("no-store") || cc.contains("max-age=0"))
-    {
+    let uncached = cc.contains("no-cache") || cc.contains("no-store") || cc.contains("max-age=0");
+    if !immutable && !uncached {
         c.problems.push(format!(
             "{what}: Cache-Control {cc:?} lets caches serve a stale manifest; use no-cache"
         ));

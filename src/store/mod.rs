@@ -47,7 +47,7 @@ pub enum StoreError {
     )]
     Conflict { path: PathBuf, existing: String },
     /// A request the hosting refused or that kept failing.
-    #[error("{op} {url}: {}{message}{}", status.map(|s| format!("HTTP {s}: ")).unwrap_or_default(), if hint.is_empty() { String::new() } else { format!(". {hint}") })]
+    #[error("{}", remote_message(op, url, *status, message, hint))]
     Remote {
         op: &'static str,
         url: String,
@@ -61,6 +61,19 @@ pub enum StoreError {
     /// The store cannot be used at all (bad URL, bad CA file, …).
     #[error("{location}: {message}")]
     Open { location: String, message: String },
+}
+
+/// `writing URL: HTTP 403: what the server said. What to check.`
+fn remote_message(op: &str, url: &str, status: Option<u16>, message: &str, hint: &str) -> String {
+    let mut s = format!("{op} {url}: ");
+    if let Some(status) = status {
+        s += &format!("HTTP {status}: ");
+    }
+    s += message.trim_end_matches('.');
+    if !hint.is_empty() {
+        s += &format!(". {hint}");
+    }
+    s
 }
 
 impl StoreError {

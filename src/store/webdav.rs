@@ -126,7 +126,10 @@ impl WebDav {
     }
 
     fn send(&self, r: RequestBuilder) -> Result<Response, Failure> {
-        self.rt.block_on(r.send()).map_err(transport)
+        // send() arms its timers when called: it must run inside the runtime.
+        self.rt
+            .block_on(async move { r.send().await })
+            .map_err(transport)
     }
 
     /// Makes `dir` and its parents below the base, as far as not known.

@@ -40,14 +40,7 @@ pub fn gpg_verify(keyring: &Path, sig: &Path, data: &[u8]) -> (i32, String) {
     use std::io::Write;
     let home = tempfile::tempdir().unwrap();
     let mut child = Command::new("gpg")
-        .args([
-            "--no-options",
-            "--no-default-keyring",
-            "--no-auto-key-locate",
-            "--no-auto-check-trustdb",
-            "--batch",
-            "--trust-model=always",
-        ])
+        .args(sysupdate_publish::signing::SYSTEMD_GPG_ARGS)
         .arg(format!("--homedir={}", home.path().display()))
         .arg(format!("--keyring={}", keyring.display()))
         .arg("--verify")
@@ -185,4 +178,70 @@ pub fn output_args(version: &str) -> Vec<String> {
             ]
         })
         .collect()
+}
+
+/// A directory-store channel in a temp dir with its own key and a config
+/// using the example's transfer files.
+pub struct TestChannel {
+    pub dir: tempfile::TempDir,
+    pub keys: Keys,
+    pub store: PathBuf,
+    pub config: PathBuf,
+}
+
+impl TestChannel {
+    /// `extra` goes into `[channel]`, e.g. `keep = 2`.
+    pub fn new(extra: &str) -> TestChannel {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keygen();
+        let store = dir.path().join("public");
+        let config = write_config(dir.path(), &store, &keys, extra);
+        TestChannel {
+            dir,
+            keys,
+            store,
+            config,
+        }
+    }
+
+    /// Our binary with `--config` set.
+    pub fn cmd(&self) -> Command {
+        let mut c = bin();
+        c.arg("--config").arg(&self.config);
+        c
+    }
+
+    pub fn run(&self, args: &[&str], expect: i32) -> Output {
+        run(self.cmd().args(args), expect)
+    }
+
+    /// Runs with `--json` and parses stdout.
+    pub fn json(&self, args: &[&str], expect: i32) -> serde_json::Value {
+        let out = run(self.cmd().arg("--json").args(args), expect);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The served SHA256SUMS of an arch.
+    pub fn manifest(&self, arch: &str) -> String {
+        std::fs::read_to_string(self.store.join(arch).join("SHA256SUMS")).unwrap()
+    }
+
+    /// Names devices can fetch in an arch directory, sorted.
+    pub fn names(&self, arch: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.store.join(arch))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// How many stored files (anywhere in the store) have `needle` in their path.
+    pub fn stored(&self, needle: &str) -> usize {
+        snapshot(&self.store)
+            .keys()
+            .filter(|p| p.to_string_lossy().contains(needle))
+            .count()
+    }
 }

@@ -10,6 +10,8 @@
 //!
 //! Anything that cannot run (not root, a tool missing, the chroot build failing)
 //! panics with the reason: the suite never skips.
+// Shared by several test crates, each using a part of it.
+#![allow(dead_code)]
 
 use std::cell::Cell;
 use std::collections::BTreeMap;

@@ -1,0 +1,518 @@
+//! The remote-store scenarios, written once and run against every hosting
+//! (tests/store_s3.rs, tests/store_webdav.rs).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use super::{fake_xz, fetch, Relay, Site};
+use crate::common::*;
+
+/// A fixed signing time: Ed25519 signatures are deterministic, so two
+/// backends given the same key and time publish byte-identical signatures.
+const SIGNING_TIME: (&str, &str) = ("SYSUPDATE_PUBLISH_SIGNING_TIME", "2026-01-02T03:04:05Z");
+
+/// One channel (a fresh prefix) on a site.
+pub struct Chan<'a> {
+    pub site: &'a Site,
+    pub prefix: String,
+    pub config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl<'a> Chan<'a> {
+    pub fn new(site: &'a Site, keys: &Keys, extra: &str) -> Chan<'a> {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!(
+            "chan-{}",
+            dir.path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .trim_start_matches('.')
+        )
+        .to_lowercase();
+        let store = format!("{}/{prefix}", site.store);
+        let config = write_config(
+            dir.path(),
+            Path::new(&store),
+            keys,
+            &format!("{extra}\n{}", site.extra),
+        );
+        Chan {
+            site,
+            prefix,
+            config,
+            _dir: dir,
+        }
+    }
+
+    pub fn cmd(&self, args: &[String]) -> Command {
+        let mut c = bin();
+        c.envs(self.site.env.iter().map(|(k, v)| (k, v)))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args);
+        c
+    }
+
+    pub fn run(&self, args: &[String], expect: i32) -> Output {
+        run(&mut self.cmd(args), expect)
+    }
+
+    pub fn url(&self, rel: &str) -> String {
+        format!("{}/{}/{rel}", self.site.public, self.prefix)
+    }
+
+    pub fn fetch(&self, rel: &str) -> Option<Vec<u8>> {
+        fetch(&self.url(rel))
+    }
+
+    pub fn stored(&self) -> Vec<String> {
+        (self.site.list)(&self.prefix)
+    }
+
+    pub fn manifest(&self, arch: &str) -> String {
+        String::from_utf8(
+            self.fetch(&format!("{arch}/SHA256SUMS"))
+                .expect("SHA256SUMS"),
+        )
+        .unwrap()
+    }
+}
+
+pub fn args(parts: &[&str], outputs: Vec<String>) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).chain(outputs).collect()
+}
+
+fn release(version: &str) -> Vec<String> {
+    args(&["release"], output_args(version))
+}
+
+fn json_release(version: &str) -> Vec<String> {
+    args(&["--json", "release"], output_args(version))
+}
+
+/// gpg, with systemd's command line, over bytes fetched from the hosting.
+fn verifies(keyring: &Path, sig: &[u8], data: &[u8]) -> bool {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), sig).unwrap();
+    gpg_verify(keyring, f.path(), data).0 == 0
+}
+
+/// Every payload a manifest lists is served with its hash.
+fn assert_listed_payloads_served(ch: &Chan, arch: &str, manifest: &str) {
+    for line in manifest.lines() {
+        let (hash, name) = line.split_once(" *").expect("binary-mode line");
+        if name.starts_with("BEST-BEFORE-") {
+            continue;
+        }
+        let bytes = ch
+            .fetch(&format!("{arch}/{name}"))
+            .unwrap_or_else(|| panic!("{arch}/{name} is listed but not served"));
+        assert_eq!(
+            sha256_hex(&bytes),
+            hash,
+            "{arch}/{name}: wrong bytes served"
+        );
+    }
+}
+
+fn names_of(version: &str, system: &str) -> BTreeMap<String, u64> {
+    std::fs::read_dir(example_output(system, version))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect()
+}
+
+/// (1) What devices fetch from the remote channel is byte for byte what the
+/// directory backend serves for the same releases.
+pub fn device_view_matches_the_directory_backend(site: &Site) {
+    let keys = keygen();
+    let local = tempfile::tempdir().unwrap();
+    let store = local.path().join("public");
+    let config = write_config(local.path(), &store, &keys, "keep = 2");
+    let ch = Chan::new(site, &keys, "keep = 2");
+    for v in ["17", "18"] {
+        run(
+            bin()
+                .env(SIGNING_TIME.0, SIGNING_TIME.1)
+                .arg("--config")
+                .arg(&config)
+                .args(release(v)),
+            0,
+        );
+        run(ch.cmd(&release(v)).env(SIGNING_TIME.0, SIGNING_TIME.1), 0);
+    }
+    for arch in ARCHES {
+        let dir = store.join(arch);
+        let manifest = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+        assert!(manifest.contains("_17.") && manifest.contains("_18."));
+        let mut names = vec!["SHA256SUMS".to_string(), "SHA256SUMS.gpg".to_string()];
+        names.extend(
+            manifest
+                .lines()
+                .map(|l| l.split_once(" *").unwrap().1.to_string()),
+        );
+        for name in &names {
+            let served = ch.fetch(&format!("{arch}/{name}"));
+            assert!(
+                served.as_deref() == Some(std::fs::read(dir.join(name)).unwrap().as_slice()),
+                "{arch}/{name}: the remote channel serves other bytes than the directory backend"
+            );
+        }
+        // The signature fallbacks of systemd ≥ 258 need real 404s.
+        for absent in [
+            "SHA256SUMS.sha256.asc",
+            "SHA256SUMS.sha256.gpg",
+            "SHA256SUMS.asc",
+        ] {
+            assert_eq!(
+                ch.fetch(&format!("{arch}/{absent}")),
+                None,
+                "{arch}/{absent}"
+            );
+        }
+        let sig = ch.fetch(&format!("{arch}/SHA256SUMS.gpg")).unwrap();
+        assert!(
+            verifies(&keys.keyring, &sig, manifest.as_bytes()),
+            "{arch}: gpg"
+        );
+    }
+    // Nothing else is published: no temporaries, no pending signature, no lock.
+    let visible: Vec<String> = ch
+        .stored()
+        .into_iter()
+        .filter(|n| n != "ledger.jsonl")
+        .collect();
+    let mut expected: Vec<String> = ARCHES
+        .iter()
+        .flat_map(|arch| {
+            std::fs::read_dir(store.join(arch))
+                .unwrap()
+                .map(move |e| format!("{arch}/{}", e.unwrap().file_name().to_string_lossy()))
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(visible, expected);
+}
+
+/// (2) SIGKILL at every crash point of a release: after each kill every
+/// manifest verifies with systemd's gpg line (or is an interrupted commit,
+/// which `status` reports and the rerun finishes), every listed payload is
+/// served, and the rerun uploads exactly what is missing.
+pub fn killed_at_every_point_the_channel_verifies_and_a_rerun_uploads_only_what_is_missing(
+    site: &Site,
+) {
+    let keys = keygen();
+    let sizes: BTreeMap<&str, BTreeMap<String, u64>> = SYSTEMS
+        .iter()
+        .zip(ARCHES)
+        .map(|(s, a)| (a, names_of("18", s)))
+        .collect();
+    let mut interrupted_seen = 0;
+    let mut point = 1;
+    loop {
+        let ch = Chan::new(site, &keys, "keep = 1");
+        ch.run(&release("17"), 0);
+        let out = ch
+            .cmd(&release("18"))
+            .env("SYSUPDATE_PUBLISH_CRASH_AT", point.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            assert!(point > 20, "too few crash points ({point})");
+            break;
+        }
+        assert_eq!(
+            out.status.code(),
+            None,
+            "point {point}: not killed: {}",
+            stderr(&out)
+        );
+
+        let mut committed = BTreeSet::new();
+        let mut interrupted = BTreeSet::new();
+        for arch in ARCHES {
+            let m = ch.manifest(arch);
+            let sig = ch.fetch(&format!("{arch}/SHA256SUMS.gpg"));
+            if !sig.is_some_and(|s| verifies(&keys.keyring, &s, m.as_bytes())) {
+                let pending = ch
+                    .fetch(&format!("{arch}/.pending/SHA256SUMS.gpg"))
+                    .unwrap_or_else(|| {
+                        panic!("point {point}, {arch}: SHA256SUMS does not verify and no commit is pending")
+                    });
+                assert!(
+                    verifies(&keys.keyring, &pending, m.as_bytes()),
+                    "point {point}, {arch}: SHA256SUMS verifies with no signature"
+                );
+                interrupted.insert(arch);
+            }
+            assert_listed_payloads_served(&ch, arch, &m);
+            let has17 = m.contains("appliance_17.efi.xz") && m.contains("store_17.img.xz");
+            let has18 = m.contains("appliance_18.efi.xz") && m.contains("store_18.img.xz");
+            assert!(has17 ^ has18, "point {point}, {arch}: mixed manifest:\n{m}");
+            if has18 {
+                committed.insert(arch);
+            }
+        }
+        if !interrupted.is_empty() {
+            interrupted_seen += 1;
+            let st = ch.run(&args(&["--json", "status"], vec![]), 1);
+            let report: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+            for a in report["arches"].as_array().unwrap() {
+                let said = a["problems"].to_string().contains("interrupted commit");
+                let arch = a["arch"].as_str().unwrap();
+                assert_eq!(
+                    said,
+                    interrupted.contains(arch),
+                    "point {point}: status on {arch}: {a}"
+                );
+            }
+        }
+        let present: BTreeMap<&str, BTreeSet<String>> = ARCHES
+            .iter()
+            .map(|arch| {
+                let names = sizes[arch]
+                    .keys()
+                    .filter(|n| ch.fetch(&format!("{arch}/{n}")).is_some())
+                    .cloned()
+                    .collect();
+                (*arch, names)
+            })
+            .collect();
+
+        let rerun = ch.run(&json_release("18"), 0);
+        let report: serde_json::Value = serde_json::from_slice(&rerun.stdout).unwrap();
+        let mut expected_bytes = 0;
+        for a in report["arches"].as_array().unwrap() {
+            let arch = a["arch"].as_str().unwrap();
+            let list = |k: &str| -> BTreeSet<String> {
+                a[k].as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map_or_else(|| v["name"].as_str().unwrap().to_string(), str::to_string)
+                    })
+                    .collect()
+            };
+            assert_eq!(
+                a["interrupted_commit"].as_bool(),
+                Some(interrupted.contains(arch)),
+                "point {point}, {arch}"
+            );
+            if committed.contains(arch) {
+                assert_eq!(a["already_published"], true, "point {point}, {arch}");
+                assert!(list("uploads").is_empty() && list("reused").is_empty());
+                continue;
+            }
+            let missing: BTreeSet<String> = sizes[arch]
+                .keys()
+                .filter(|n| !present[arch].contains(*n))
+                .cloned()
+                .collect();
+            assert_eq!(list("uploads"), missing, "point {point}, {arch}: uploads");
+            assert_eq!(
+                list("reused"),
+                present[arch],
+                "point {point}, {arch}: reused"
+            );
+            expected_bytes += missing.iter().map(|n| sizes[arch][n]).sum::<u64>();
+        }
+        assert_eq!(report["upload_bytes"], expected_bytes, "point {point}");
+
+        for arch in ARCHES {
+            let m = ch.manifest(arch);
+            let sig = ch.fetch(&format!("{arch}/SHA256SUMS.gpg")).unwrap();
+            assert!(
+                verifies(&keys.keyring, &sig, m.as_bytes()),
+                "point {point}, {arch}: after the rerun"
+            );
+            assert!(
+                m.contains("store_18.img.xz") && !m.contains("_17"),
+                "point {point}: {m}"
+            );
+            assert_listed_payloads_served(&ch, arch, &m);
+        }
+        let leftovers: Vec<String> = ch
+            .stored()
+            .into_iter()
+            .filter(|n| {
+                n.contains("_17")
+                    || n.contains(".pending/")
+                    || n.contains(".tmp-")
+                    || n.contains(".sysupdate-publish.lock")
+            })
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "point {point}: rerun left {leftovers:?}\n{}",
+            stderr(&rerun)
+        );
+        point += 1;
+    }
+    assert!(
+        interrupted_seen > 0,
+        "no kill landed between a manifest and its signature"
+    );
+}
+
+/// Copies an example output with every `_18.` renamed to `_19.`: a new
+/// version with the same bytes.
+fn as_version_19(system: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, _) in names_of("18", system) {
+        std::fs::copy(
+            example_output(system, "18").join(&name),
+            dir.path().join(name.replace("_18.", "_19.")),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+/// (3) Two releases of different versions started together: both land
+/// (the second waits for the publisher lock, then plans on top of the
+/// first); every manifest verifies.
+pub fn concurrent_releases_of_two_versions_both_land(site: &Site) {
+    let keys = keygen();
+    let ch = Chan::new(site, &keys, "keep = 3");
+    ch.run(&release("17"), 0);
+    let dirs: Vec<_> = SYSTEMS.iter().map(|s| as_version_19(s)).collect();
+    let outputs19: Vec<String> = SYSTEMS
+        .iter()
+        .zip(&dirs)
+        .flat_map(|(s, d)| {
+            [
+                "--output".to_string(),
+                format!("{s}={}", d.path().display()),
+            ]
+        })
+        .collect();
+    // --allow-downgrade: whichever wins the lock, the other is not refused as older.
+    let spawn = |outputs: Vec<String>| {
+        ch.cmd(&args(&["release", "--allow-downgrade"], outputs))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = spawn(output_args("18"));
+    let b = spawn(outputs19);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    for (v, out) in [("18", &a), ("19", &b)] {
+        assert!(out.status.success(), "release {v} failed:\n{}", stderr(out));
+    }
+    for arch in ARCHES {
+        let m = ch.manifest(arch);
+        for v in ["17", "18", "19"] {
+            assert!(
+                m.contains(&format!("appliance_{v}.efi.xz"))
+                    && m.contains(&format!("store_{v}.img.xz")),
+                "{arch}: version {v} was lost:\n{m}"
+            );
+        }
+        let sig = ch.fetch(&format!("{arch}/SHA256SUMS.gpg")).unwrap();
+        assert!(verifies(&keys.keyring, &sig, m.as_bytes()), "{arch}");
+        assert_listed_payloads_served(&ch, arch, &m);
+    }
+}
+
+/// (4) The server vanishes in the middle of a large upload: the release
+/// fails naming the object, the channel still verifies, and once the server
+/// is back a rerun finishes, uploading only what is missing.
+pub fn server_gone_mid_upload_then_a_rerun_resumes(
+    site: &Site,
+    relay: &Relay,
+    kill: &dyn Fn(),
+    restore: &dyn Fn(),
+) {
+    const BIG: usize = 96 << 20;
+    let keys = keygen();
+    let ch = Chan::new(site, &keys, "keep = 2");
+    let x86 = |dir: &Path| vec!["--output".to_string(), format!("x86-64={}", dir.display())];
+    ch.run(
+        &args(&["release"], x86(&example_output("x86_64-linux", "17"))),
+        0,
+    );
+    let out19 = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        example_output("x86_64-linux", "18").join("appliance_18.efi.xz"),
+        out19.path().join("appliance_19.efi.xz"),
+    )
+    .unwrap();
+    fake_xz(&out19.path().join("store_19.img.xz"), BIG);
+
+    let before = relay.sent();
+    let child = ch
+        .cmd(&args(&["release"], x86(out19.path())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    relay.wait_for(before + (BIG as u64) / 3, Duration::from_secs(120));
+    relay.cut();
+    kill();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "must fail cleanly:\n{err}");
+    assert!(err.contains("run the command again"), "{err}");
+
+    restore();
+    relay.up();
+    let m = ch.manifest("x86-64");
+    assert!(m.contains("store_17.img.xz") && !m.contains("_19"), "{m}");
+    let sig = ch.fetch("x86-64/SHA256SUMS.gpg").unwrap();
+    assert!(verifies(&keys.keyring, &sig, m.as_bytes()));
+    let names = ["appliance_19.efi.xz", "store_19.img.xz"];
+    let present: BTreeSet<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| ch.fetch(&format!("x86-64/{n}")).is_some())
+        .collect();
+    assert!(
+        !present.contains("store_19.img.xz"),
+        "the cut upload must not be visible"
+    );
+
+    let rerun = ch.run(&args(&["--json", "release"], x86(out19.path())), 0);
+    let report: serde_json::Value = serde_json::from_slice(&rerun.stdout).unwrap();
+    let a = &report["arches"][0];
+    let uploads: BTreeSet<&str> = a["uploads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    let reused: BTreeSet<&str> = a["reused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(reused, present);
+    assert_eq!(
+        uploads,
+        names
+            .iter()
+            .copied()
+            .filter(|n| !present.contains(n))
+            .collect()
+    );
+    let m = ch.manifest("x86-64");
+    let sig = ch.fetch("x86-64/SHA256SUMS.gpg").unwrap();
+    assert!(verifies(&keys.keyring, &sig, m.as_bytes()));
+    assert!(m.contains("store_19.img.xz"), "{m}");
+    assert_listed_payloads_served(&ch, "x86-64", &m);
+}
