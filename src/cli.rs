@@ -128,6 +128,7 @@ pub struct ReleaseArgs {
 
 #[derive(Args, Debug)]
 pub struct YankArgs {
+    /// The version to withdraw, exactly as published (e.g. 18)
     pub version: String,
     /// Only these architectures (repeatable; default: every one publishing VERSION)
     #[arg(long = "arch", value_name = "ARCH")]
@@ -142,6 +143,7 @@ pub struct YankArgs {
 
 #[derive(Args, Debug)]
 pub struct UnyankArgs {
+    /// The yanked version to publish again
     pub version: String,
     /// Print the plan and change nothing
     #[arg(long)]
@@ -150,6 +152,7 @@ pub struct UnyankArgs {
 
 #[derive(Args, Debug)]
 pub struct RollbackArgs {
+    /// The version to make the newest published one
     pub version: String,
     /// Why, for the ledger
     #[arg(long)]
