@@ -203,14 +203,23 @@ fn restorable(
     Ok(Ok(out))
 }
 
+/// The verified channel an operation is planned on.
+pub struct Published<'a> {
+    pub store: &'a dyn Store,
+    pub views: &'a [ArchView],
+    pub ledger: &'a Ledger,
+    /// BEST-BEFORE of the re-signed manifests.
+    pub best_before: Option<Date>,
+}
+
 /// Re-adds a withdrawn version from payloads still on the hosting.
-pub fn plan_unyank(
-    store: &dyn Store,
-    views: &[ArchView],
-    ledger: &Ledger,
-    version: &str,
-    best_before: Option<Date>,
-) -> Result<Vec<ArchChange>, ChannelError> {
+pub fn plan_unyank(p: &Published, version: &str) -> Result<Vec<ArchChange>, ChannelError> {
+    let Published {
+        store,
+        views,
+        ledger,
+        best_before,
+    } = *p;
     if !ledger.withdrawn().contains_key(version) {
         return Err(refused(format!(
             "version {version} is not yanked (see `status` for the history)"
@@ -242,13 +251,13 @@ pub fn plan_unyank(
 
 /// Makes `version` the newest published version of every arch: withdraws
 /// every newer one, and re-adds `version` from stored payloads if needed.
-pub fn plan_rollback(
-    store: &dyn Store,
-    views: &[ArchView],
-    ledger: &Ledger,
-    version: &str,
-    best_before: Option<Date>,
-) -> Result<Vec<ArchChange>, ChannelError> {
+pub fn plan_rollback(p: &Published, version: &str) -> Result<Vec<ArchChange>, ChannelError> {
+    let Published {
+        store,
+        views,
+        ledger,
+        best_before,
+    } = *p;
     let recorded = ledger.files_of(version);
     let mut out = Vec::new();
     for view in views {

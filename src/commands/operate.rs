@@ -66,6 +66,15 @@ impl Session {
         })
     }
 
+    fn published(&self) -> operations::Published<'_> {
+        operations::Published {
+            store: self.store.as_ref(),
+            views: &self.views,
+            ledger: &self.ledger,
+            best_before: self.best_before(),
+        }
+    }
+
     fn best_before(&self) -> Option<Date> {
         self.config
             .channel
@@ -183,13 +192,7 @@ pub(super) fn yank(ctx: &Ctx, args: YankArgs) -> Result<Outcome> {
 
 pub(super) fn unyank(ctx: &Ctx, args: UnyankArgs) -> Result<Outcome> {
     let s = Session::open(ctx, args.dry_run)?;
-    let changes = operations::plan_unyank(
-        s.store.as_ref(),
-        &s.views,
-        &s.ledger,
-        &args.version,
-        s.best_before(),
-    )?;
+    let changes = operations::plan_unyank(&s.published(), &args.version)?;
     s.finish(
         ctx,
         changes,
@@ -202,13 +205,7 @@ pub(super) fn unyank(ctx: &Ctx, args: UnyankArgs) -> Result<Outcome> {
 
 pub(super) fn rollback(ctx: &Ctx, args: RollbackArgs) -> Result<Outcome> {
     let s = Session::open(ctx, args.dry_run)?;
-    let changes = operations::plan_rollback(
-        s.store.as_ref(),
-        &s.views,
-        &s.ledger,
-        &args.version,
-        s.best_before(),
-    )?;
+    let changes = operations::plan_rollback(&s.published(), &args.version)?;
     let mut withdrawn: Vec<String> = changes.iter().flat_map(|c| c.removed.clone()).collect();
     withdrawn.sort_by(|a, b| crate::version::compare(b, a));
     withdrawn.dedup();
