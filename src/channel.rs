@@ -587,6 +587,7 @@ fn upload_payloads(store: &dyn Store, plan: &ReleasePlan, ui: &Ui) -> Result<(),
                     path: p.file.clone(),
                     sha256: p.sha256,
                     size: p.size,
+                    stamp: p.stamp,
                     progress: progress.clone(),
                 };
                 match store.put_payload(arch, &p.name, &source) {

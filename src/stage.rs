@@ -17,6 +17,7 @@ use crate::arch::Arch;
 use crate::compress::{self, Codec, Settings};
 use crate::hash::{self, Digest};
 use crate::manifest;
+use crate::store::FileStamp;
 use crate::ui::Ui;
 
 #[derive(Debug, Error)]
@@ -60,6 +61,9 @@ pub struct Payload {
     pub size: u64,
     /// The build output's own name when we compressed it.
     pub compressed_from: Option<String>,
+    /// The file as it was when hashed: uploads check it instead of hashing
+    /// the bytes a second time.
+    pub stamp: Option<FileStamp>,
 }
 
 /// A regular file of the output directory, links resolved.
@@ -169,6 +173,49 @@ fn is_compressed(path: &Path) -> Result<bool, std::io::Error> {
     Ok(compress::detect(&head[..n]).is_some())
 }
 
+/// Stages several architectures' inputs. Hashing a payload that is already
+/// compressed is one core's work, so when nothing needs compressing the
+/// architectures are staged side by side (compression is multi-threaded
+/// itself, and stays one architecture at a time).
+pub fn stage_all(
+    jobs: &[(Arch, &[InputFile])],
+    settings: &Settings,
+    staging: &Path,
+    ui: &Ui,
+) -> Result<Vec<Vec<Payload>>, StageError> {
+    let compressed = |(arch, files): &(Arch, &[InputFile])| {
+        files.iter().try_fold(true, |all, f| {
+            let name = published_name(f, settings.codec).map_err(|e| StageError::Io {
+                arch: *arch,
+                path: f.path.clone(),
+                source: e,
+            })?;
+            Ok::<_, StageError>(all && name == f.name)
+        })
+    };
+    let mut parallel = true;
+    for job in jobs {
+        parallel &= compressed(job)?;
+    }
+    if !parallel || jobs.len() < 2 {
+        return jobs
+            .iter()
+            .map(|(arch, files)| stage(*arch, files, settings, staging, ui))
+            .collect();
+    }
+    let ui = &ui.without_bars();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|(arch, files)| s.spawn(move || stage(*arch, files, settings, staging, ui)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("staging thread panicked"))
+            .collect()
+    })
+}
+
 /// Hashes or compresses every input; compressed copies go into `staging`.
 pub fn stage(
     arch: Arch,
@@ -190,8 +237,11 @@ pub fn stage(
         if name == input.name {
             let bar = ui.bytes_bar(len, format!("{arch} hash {name}"));
             drop(src);
+            let before = FileStamp::of(&input.path).ok();
             let (sha256, size) = hash::hash_file_with_progress(&input.path, &mut |n| bar.inc(n))
                 .map_err(|e| io(&input.path, e))?;
+            // Changed while we hashed: no stamp, so the upload hashes again.
+            let stamp = before.filter(|b| FileStamp::of(&input.path).ok() == Some(*b));
             bar.finish_and_clear();
             ui.detail(format!("{arch}: {name}: already compressed, {size} bytes"));
             out.push(Payload {
@@ -200,6 +250,7 @@ pub fn stage(
                 sha256,
                 size,
                 compressed_from: None,
+                stamp,
             });
             continue;
         }
@@ -225,6 +276,7 @@ pub fn stage(
             input.name, result.input_size, result.size
         ));
         out.push(Payload {
+            stamp: FileStamp::of(&dst_path).ok(),
             name,
             file: dst_path,
             sha256: result.sha256,

@@ -33,6 +33,15 @@ impl Ui {
         }
     }
 
+    /// The same messages without progress bars, for work on several threads
+    /// at once whose bars would draw over each other.
+    pub fn without_bars(&self) -> Ui {
+        Ui {
+            bars: false,
+            ..self.clone()
+        }
+    }
+
     pub fn info(&self, msg: impl Display) {
         if !self.quiet {
             eprintln!("{msg}");

@@ -56,3 +56,30 @@ fn s3_403_names_the_object_and_the_credential() {
         "{err}"
     );
 }
+
+/// Payloads are cached for a year, SHA256SUMS and its signature revalidated.
+#[test]
+fn s3_objects_carry_cache_control_and_their_sha256() {
+    let moto = Moto::start();
+    let keys = common::keygen();
+    let site = Site::s3(&moto);
+    let ch = Chan::new(&site, &keys, "");
+    ch.run(&args(&["release"], common::output_args("17")), 0);
+    for (name, cache) in [
+        ("store_17.img.xz", "public, max-age=31536000, immutable"),
+        ("SHA256SUMS", "no-cache"),
+        ("SHA256SUMS.gpg", "no-cache"),
+    ] {
+        let r = hosting::http("GET", &ch.url(&format!("x86-64/{name}")), b"");
+        assert_eq!(r.status, 200, "{name}");
+        assert_eq!(r.header("cache-control"), Some(cache), "{name}");
+        assert_eq!(r.header("content-encoding"), None, "{name}");
+        if name.ends_with(".xz") {
+            assert_eq!(
+                r.header("x-amz-meta-sha256"),
+                Some(common::sha256_hex(&r.body).as_str()),
+                "{name}"
+            );
+        }
+    }
+}

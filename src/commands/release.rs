@@ -206,9 +206,13 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
         .prefix("sysupdate-publish-")
         .tempdir()
         .context("creating a staging directory (set TMPDIR to a roomy filesystem)")?;
+    let jobs: Vec<_> = prepared
+        .iter()
+        .map(|(arch, _, _, files)| (*arch, files.as_slice()))
+        .collect();
+    let staged = stage::stage_all(&jobs, &settings, staging.path(), ui)?;
     let mut inputs = Vec::new();
-    for (arch, transfers, state, files) in prepared {
-        let payloads = stage::stage(arch, &files, &settings, staging.path(), ui)?;
+    for ((arch, transfers, state, _), payloads) in prepared.into_iter().zip(staged) {
         inputs.push(ReleaseInput {
             arch,
             transfers,

@@ -70,8 +70,11 @@ fn remote_message(op: &str, url: &str, status: Option<u16>, message: &str, hint:
         s += &format!("HTTP {status}: ");
     }
     s += message.trim_end_matches('.');
-    if !hint.is_empty() {
-        s += &format!(". {hint}");
+    let mut hint = hint.chars();
+    if let Some(first) = hint.next() {
+        s += ". ";
+        s.extend(first.to_uppercase());
+        s += hint.as_str();
     }
     s
 }
@@ -92,15 +95,42 @@ pub struct FileInfo {
 /// Held while a command changes the channel; dropping it releases the lock.
 pub trait Lock {}
 
+/// What tells a file's content changed without reading it: every write
+/// updates ctime (nanoseconds), a replacement changes the inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    pub fn of(path: &Path) -> io::Result<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
 /// A staged payload to upload. Backends read it from disk for every attempt
 /// (never all of it into memory) through [`Source::open`] or [`Checker`],
-/// which fail before handing on the last byte when the file no longer has
-/// the size and hash the manifest will list.
+/// which fail before handing on the last byte when the file no longer is
+/// what the manifest will list: its stamp changed since it was hashed, or
+/// (without a stamp) its bytes do not hash to `sha256`.
 #[derive(Clone)]
 pub struct Source {
     pub path: PathBuf,
     pub sha256: Digest,
     pub size: u64,
+    pub stamp: Option<FileStamp>,
     /// Called with each chunk's length as it is read (the progress bar).
     pub progress: Arc<dyn Fn(u64) + Send + Sync>,
 }
@@ -120,17 +150,19 @@ impl Source {
             seen: 0,
             size: self.size,
             sha256: self.sha256,
+            stamp: self.stamp,
             path: self.path.clone(),
         }
     }
 }
 
-/// Hashes a payload's bytes as they stream past.
+/// Checks a payload's bytes as they stream past.
 pub struct Checker {
     hasher: sha2::Sha256,
     seen: u64,
     size: u64,
     sha256: Digest,
+    stamp: Option<FileStamp>,
     path: PathBuf,
 }
 
@@ -142,6 +174,13 @@ impl Checker {
         self.seen += chunk.len() as u64;
         if self.seen > self.size {
             return Err(self.changed(format!("grew beyond {} bytes", self.size)));
+        }
+        if let Some(stamp) = self.stamp {
+            // Hashed at staging; unchanged since then means the same bytes.
+            if self.seen == self.size && FileStamp::of(&self.path)? != stamp {
+                return Err(self.changed("modified since it was hashed".into()));
+            }
+            return Ok(());
         }
         self.hasher.update(chunk);
         if self.seen == self.size {

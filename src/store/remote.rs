@@ -175,6 +175,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn put_payload(&self, key: &str, source: &Source) -> Result<(), Failure>;
     /// Deletes an object; absent is fine.
     fn delete(&self, key: &str) -> Result<(), Failure>;
+    /// Removes what interrupted uploads and commits may have left in an arch
+    /// directory besides payloads (only called under the publisher lock).
+    fn clear_scratch(&self, _dir: &str) -> Result<(), Failure> {
+        Ok(())
+    }
     /// Advice for a Denied or Unsupported failure of `op`.
     fn hint(&self, op: Op, failure: &Failure) -> String;
 
@@ -610,26 +615,27 @@ impl Store for RemoteStore {
     }
 
     /// Under the publisher lock nobody else is mid-upload, so every payload
-    /// the manifest does not name, every upload temporary and a pending
+    /// the manifest does not name, upload temporaries and a pending
     /// signature are leftovers.
     fn cleanup(&self, arch: &str, keep: &BTreeSet<&str>) -> Result<(), StoreError> {
         let entries = self
             .shared
             .run(Op::List, arch, || self.backend().list(arch))?;
         for e in entries.iter().filter(|e| !e.dir) {
-            let temporary = e.name.starts_with(".tmp-");
             let unnamed = !e.name.starts_with('.')
                 && e.name != MANIFEST
                 && e.name != SIGNATURE
                 && !keep.contains(e.name.as_str());
-            if temporary || unnamed {
+            if unnamed {
                 self.delete(arch, &e.name)?;
                 fault::point("leftover deleted");
             }
         }
         let pending = key(arch, PENDING_SIGNATURE);
         self.shared
-            .run(Op::Delete, &pending, || self.backend().delete(&pending))
+            .run(Op::Delete, &pending, || self.backend().delete(&pending))?;
+        self.shared
+            .run(Op::Delete, arch, || self.backend().clear_scratch(arch))
     }
 
     fn payload_hash(

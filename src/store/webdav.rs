@@ -2,10 +2,12 @@
 //! WebDAV hosting such as nginx's dav module, through reqwest. Only transport
 //! lives here; the protocol is in remote.rs.
 //!
-//! - Payloads stream from disk into a hidden temporary (`.tmp-…`), which a
-//!   `MOVE` with `Overwrite: F` renames to the published name: create-only
-//!   and atomic on every WebDAV server, even those (nginx) that ignore
-//!   `If-None-Match` on PUT. The size is checked with HEAD afterwards.
+//! - Payloads stream from disk into a temporary in the hidden collection
+//!   `<arch>/.uploads/`, which a `MOVE` with `Overwrite: F` renames to the
+//!   published name: create-only and atomic on every WebDAV server, even
+//!   those (nginx) that ignore `If-None-Match` on PUT. The size is checked
+//!   with HEAD afterwards. Cleanup deletes `.uploads/` whole, as listings
+//!   (nginx's dav-ext) may not show hidden names.
 //! - Missing collections are made with MKCOL. Listing needs PROPFIND (nginx:
 //!   libnginx-mod-http-dav-ext, `dav_ext_methods PROPFIND OPTIONS;`).
 //! - SHA256SUMS is written with `If-Match` / `If-None-Match: *` for servers
@@ -37,6 +39,10 @@ pub const PASSWORD_ENV: &str = "SYSUPDATE_PUBLISH_WEBDAV_PASSWORD";
 /// A PEM file of extra CA certificates; overrides `[channel] webdav-ca`.
 pub const CA_ENV: &str = "SYSUPDATE_PUBLISH_WEBDAV_CA";
 
+/// Longest wait for a small request (listing, HEAD, manifest, MOVE, …).
+const SMALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Where payload uploads land before their MOVE, inside each arch directory.
+const UPLOADS: &str = ".uploads";
 /// Read size from disk, and the size of each body chunk.
 const CHUNK: usize = 1 << 20;
 const PROPFIND_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?><propfind xmlns="DAV:"><prop><resourcetype/><getcontentlength/></prop></propfind>"#;
@@ -73,8 +79,13 @@ impl WebDav {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("sysupdate-publish/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
-            // No byte for this long from a live connection: treat it as dead.
-            .read_timeout(Duration::from_secs(120))
+            // No overall timeout (a payload upload takes as long as it
+            // takes); a peer that stops acknowledging data or answering
+            // keepalives for a minute is dead.
+            .tcp_keepalive(Duration::from_secs(30))
+            .tcp_keepalive_interval(Duration::from_secs(10))
+            .tcp_keepalive_retries(3)
+            .tcp_user_timeout(Duration::from_secs(60))
             // A redirected PUT would silently publish somewhere else.
             .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &ca {
@@ -117,7 +128,14 @@ impl WebDav {
         u
     }
 
+    /// A request for a small answer: a server that takes longer than
+    /// [`SMALL_TIMEOUT`] to give it is not working.
     fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        self.streaming(method, url).timeout(SMALL_TIMEOUT)
+    }
+
+    /// A request streaming a payload either way: no overall time limit.
+    fn streaming(&self, method: Method, url: Url) -> RequestBuilder {
         let r = self.client.request(method, url);
         match &self.auth {
             Some((u, p)) => r.basic_auth(u, Some(p)),
@@ -188,6 +206,18 @@ impl WebDav {
         match resp.status().as_u16() {
             207 | 200 => Ok(true),
             404 => Ok(false),
+            _ => Err(self.status_failure(resp)),
+        }
+    }
+
+    /// Deletes a collection and everything in it; absent is fine.
+    fn remove_collection(&self, dir: &str) -> Result<(), Failure> {
+        let resp = self.send(
+            self.request(Method::DELETE, self.dir_at(dir))
+                .header("Depth", "infinity"),
+        )?;
+        match resp.status().as_u16() {
+            200..=299 | 404 => Ok(()),
             _ => Err(self.status_failure(resp)),
         }
     }
@@ -434,7 +464,7 @@ impl Backend for WebDav {
         key: &str,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Option<(Digest, u64)>, Failure> {
-        let resp = self.send(self.request(Method::GET, self.at(key)))?;
+        let resp = self.send(self.streaming(Method::GET, self.at(key)))?;
         match resp.status().as_u16() {
             200 => {}
             404 => return Ok(None),
@@ -486,9 +516,10 @@ impl Backend for WebDav {
 
     fn put_payload(&self, key: &str, source: &Source) -> Result<(), Failure> {
         let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
-        self.ensure_dir(dir)?;
+        let uploads = format!("{dir}/{UPLOADS}");
+        self.ensure_dir(&uploads)?;
         let tmp = format!(
-            "{dir}/.tmp-{}-{:08x}-{name}",
+            "{uploads}/{}-{:08x}-{name}",
             std::process::id(),
             rand::random::<u32>()
         );
@@ -497,8 +528,12 @@ impl Backend for WebDav {
             let mut headers = HeaderMap::new();
             headers.insert(CONTENT_LENGTH, source.size.into());
             headers.insert(IF_NONE_MATCH, "*".parse().expect("valid"));
+            let put = self
+                .streaming(Method::PUT, self.at(&tmp))
+                .headers(headers)
+                .body(body(source, failed.clone()));
             let resp = self
-                .put(&tmp, body(source, failed.clone()), headers)
+                .send(put)
                 .map_err(|f| match failed.lock().unwrap().take() {
                     // Our own read or check failed: not the network's fault.
                     Some(local) => Failure::fatal(local),
@@ -530,6 +565,17 @@ impl Backend for WebDav {
             200..=299 | 404 => Ok(()),
             _ => Err(self.status_failure(resp)),
         }
+    }
+
+    fn clear_scratch(&self, dir: &str) -> Result<(), Failure> {
+        for scratch in [UPLOADS, ".pending"] {
+            self.remove_collection(&format!("{dir}/{scratch}"))?;
+            self.collections
+                .lock()
+                .unwrap()
+                .remove(&format!("{dir}/{scratch}"));
+        }
+        Ok(())
     }
 
     fn hint(&self, op: Op, failure: &Failure) -> String {
@@ -605,14 +651,7 @@ impl Backend for WebDav {
     }
 
     fn lock_remove(&self, key: &str) -> Result<(), Failure> {
-        let resp = self.send(
-            self.request(Method::DELETE, self.dir_at(key))
-                .header("Depth", "infinity"),
-        )?;
-        match resp.status().as_u16() {
-            200..=299 | 404 => Ok(()),
-            _ => Err(self.status_failure(resp)),
-        }
+        self.remove_collection(key)
     }
 }
 

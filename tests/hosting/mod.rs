@@ -522,6 +522,9 @@ pub fn fake_xz(path: &Path, size: usize) {
     f.flush().unwrap();
 }
 
+/// Lists every stored file below a channel prefix, relative to it.
+pub type Lister = Box<dyn Fn(&str) -> Vec<String>>;
+
 /// A hosting as the scenarios see it: how our binary reaches it (the store
 /// URL, config lines, environment), where devices fetch from, and what it
 /// stores.
@@ -534,7 +537,7 @@ pub struct Site {
     /// Plain-HTTP URL devices fetch the same root from.
     pub public: String,
     /// Every stored file below a channel prefix, relative to it.
-    pub list: Box<dyn Fn(&str) -> Vec<String>>,
+    pub list: Lister,
 }
 
 impl Site {

@@ -349,7 +349,7 @@ pub fn killed_at_every_point_the_channel_verifies_and_a_rerun_uploads_only_what_
             .filter(|n| {
                 n.contains("_17")
                     || n.contains(".pending/")
-                    || n.contains(".tmp-")
+                    || n.contains(".uploads/")
                     || n.contains(".sysupdate-publish.lock")
             })
             .collect();
