@@ -212,6 +212,29 @@ fn hash_read_ahead<R: Read + Send>(
 }
 
 /// Lowercase hex, the form we write into SHA256SUMS.
+/// Hashes a byte stream (an HTTP or object-store body) in constant memory;
+/// `progress` gets each chunk's length.
+pub async fn hash_stream<S, B, E>(
+    mut stream: S,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Digest, u64), E>
+where
+    S: futures_util::Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    use futures_util::StreamExt;
+    let mut hasher = Sha256::new();
+    let mut len = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        let chunk = chunk.as_ref();
+        hasher.update(chunk);
+        len += chunk.len() as u64;
+        progress(chunk.len() as u64);
+    }
+    Ok((hasher.finalize().into(), len))
+}
+
 pub fn to_hex(d: &Digest) -> String {
     hex::encode(d)
 }

@@ -121,7 +121,6 @@ impl Http {
 
     /// Downloads and hashes a body of any size in constant memory.
     pub fn get_hashed(&self, url: &str) -> Result<(u16, Digest, u64), HttpError> {
-        use sha2::Digest as _;
         let err = |e: reqwest::Error| HttpError::Request {
             url: url.to_string(),
             message: e.to_string(),
@@ -129,15 +128,9 @@ impl Http {
         self.rt.block_on(async {
             let resp = self.client.get(url).send().await.map_err(err)?;
             let status = resp.status().as_u16();
-            let mut hasher = sha2::Sha256::new();
-            let mut len = 0u64;
-            let mut stream = resp.bytes_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(err)?;
-                len += chunk.len() as u64;
-                hasher.update(&chunk);
-            }
-            Ok((status, hasher.finalize().into(), len))
+            let stream = resp.bytes_stream().map(|c| c.map_err(err));
+            let (digest, len) = crate::hash::hash_stream(stream, &mut |_| {}).await?;
+            Ok((status, digest, len))
         })
     }
 }

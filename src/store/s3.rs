@@ -26,7 +26,6 @@ use object_store::{
     Attribute, Attributes, BackoffConfig, ClientConfigKey, GetOptions, ObjectStore, ObjectStoreExt,
     PutMode, PutMultipartOptions, PutOptions, RetryConfig, UpdateVersion, WriteMultipart,
 };
-use sha2::Digest as _;
 
 use super::remote::{self, Backend, Cache, Cond, Entry, Failure, Head, Kind, Op, Versioned};
 use super::Source;
@@ -324,16 +323,8 @@ impl Backend for S3 {
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(failure(e)),
             };
-            let mut hasher = sha2::Sha256::new();
-            let mut len = 0;
-            let mut stream = r.into_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(failure)?;
-                hasher.update(&chunk);
-                len += chunk.len() as u64;
-                progress(chunk.len() as u64);
-            }
-            Ok(Some((hasher.finalize().into(), len)))
+            let stream = r.into_stream().map(|c| c.map_err(failure));
+            hash::hash_stream(stream, progress).await.map(Some)
         })
     }
 

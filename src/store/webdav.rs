@@ -26,7 +26,6 @@ use bytes::BytesMut;
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use sha2::Digest as _;
 use tokio::io::AsyncReadExt;
 use url::Url;
 
@@ -471,16 +470,8 @@ impl Backend for WebDav {
             _ => return Err(self.status_failure(resp)),
         }
         self.rt.block_on(async {
-            let mut hasher = sha2::Sha256::new();
-            let mut len = 0;
-            let mut stream = resp.bytes_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(transport)?;
-                hasher.update(&chunk);
-                len += chunk.len() as u64;
-                progress(chunk.len() as u64);
-            }
-            Ok(Some((hasher.finalize().into(), len)))
+            let stream = resp.bytes_stream().map(|c| c.map_err(transport));
+            crate::hash::hash_stream(stream, progress).await.map(Some)
         })
     }
 
