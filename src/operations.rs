@@ -214,12 +214,7 @@ pub struct Published<'a> {
 
 /// Re-adds a withdrawn version from payloads still on the hosting.
 pub fn plan_unyank(p: &Published, version: &str) -> Result<Vec<ArchChange>, ChannelError> {
-    let Published {
-        store,
-        views,
-        ledger,
-        best_before,
-    } = *p;
+    let (store, ledger, best_before) = (p.store, p.ledger, p.best_before);
     if !ledger.withdrawn().contains_key(version) {
         return Err(refused(format!(
             "version {version} is not yanked (see `status` for the history)"
@@ -227,7 +222,7 @@ pub fn plan_unyank(p: &Published, version: &str) -> Result<Vec<ArchChange>, Chan
     }
     let recorded = ledger.files_of(version);
     let mut out = Vec::new();
-    for view in views {
+    for view in p.views {
         let Some(files) = recorded.get(&view.arch) else {
             continue;
         };
@@ -252,15 +247,10 @@ pub fn plan_unyank(p: &Published, version: &str) -> Result<Vec<ArchChange>, Chan
 /// Makes `version` the newest published version of every arch: withdraws
 /// every newer one, and re-adds `version` from stored payloads if needed.
 pub fn plan_rollback(p: &Published, version: &str) -> Result<Vec<ArchChange>, ChannelError> {
-    let Published {
-        store,
-        views,
-        ledger,
-        best_before,
-    } = *p;
+    let (store, ledger, best_before) = (p.store, p.ledger, p.best_before);
     let recorded = ledger.files_of(version);
     let mut out = Vec::new();
-    for view in views {
+    for view in p.views {
         let sets = view.versions();
         let mut c = change(view, best_before);
         if find(&sets, version).is_none() {

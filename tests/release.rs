@@ -302,14 +302,7 @@ fn status_lists_versions_signer_expiry_and_problems() {
     ch.release_version("17", 0);
     ch.release_version("18", 0);
     let fpr = {
-        let out = run(
-            bin()
-                .arg("--config")
-                .arg(&ch.config)
-                .args(["--json", "status"]),
-            0,
-        );
-        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let r = ch.json(&["status"], 0);
         let x86 = r["arches"]
             .as_array()
             .unwrap()
@@ -332,14 +325,7 @@ fn status_lists_versions_signer_expiry_and_problems() {
     // a payload replaced on the hosting, another one deleted
     std::fs::write(ch.store.join("x86-64/store_18.img.xz"), b"tampered!").unwrap();
     std::fs::remove_file(ch.store.join("arm64/appliance_17.efi.xz")).unwrap();
-    let out = run(
-        bin()
-            .arg("--config")
-            .arg(&ch.config)
-            .args(["--json", "status"]),
-        1,
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = ch.json(&["status"], 1);
     let problems = r["arches"].to_string();
     assert!(
         problems.contains("store_18.img.xz does not have the listed sha256"),
