@@ -54,6 +54,12 @@ pub enum ChannelError {
     Refused(String),
     #[error("{arch}: {message}")]
     Sign { arch: String, message: String },
+    /// A staged payload that could not be read (or changed) when hashed.
+    #[error("{arch}: {source}")]
+    Payload {
+        arch: String,
+        source: std::io::Error,
+    },
 }
 
 /// The verified published state of one arch directory.
@@ -174,7 +180,8 @@ pub struct ReleaseInput {
 pub struct Upload {
     pub name: String,
     pub size: u64,
-    pub sha256: String,
+    /// `None` until the upload that hashes it (see `stage::Defer`).
+    pub sha256: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -200,6 +207,29 @@ pub struct ArchPlan {
     pub retain: BTreeSet<String>,
     #[serde(skip)]
     payloads: Vec<Payload>,
+}
+
+impl ArchPlan {
+    /// Adds the new payloads' hashes to the manifest and the upload list.
+    /// Uploads learn the hashes staging deferred; with `hash_missing`, any
+    /// still unknown is read from the file now.
+    fn add_payload_hashes(&mut self, hash_missing: bool) -> Result<(), ChannelError> {
+        for p in &self.payloads {
+            let digest = match p.sha256.get() {
+                Some(d) => d,
+                None if hash_missing => p.digest().map_err(|source| ChannelError::Payload {
+                    arch: self.arch.clone(),
+                    source,
+                })?,
+                None => continue,
+            };
+            self.manifest.entries.insert(p.name.clone(), digest);
+            if let Some(up) = self.uploads.iter_mut().find(|u| u.name == p.name) {
+                up.sha256 = Some(hash::to_hex(&digest));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -369,6 +399,12 @@ fn plan_arch(
 ) -> Result<ArchPlan, ChannelError> {
     let arch = input.arch.systemd();
     let old = &input.state.manifest;
+    let digest = |p: &Payload| {
+        p.digest().map_err(|source| ChannelError::Payload {
+            arch: arch.to_string(),
+            source,
+        })
+    };
     let published = transfer::classify(&input.transfers, old.entries.keys().map(String::as_str));
 
     let same = published
@@ -397,20 +433,23 @@ fn plan_arch(
                 same.version
             )));
         }
-        let changed: Vec<String> = input
-            .payloads
-            .iter()
-            .filter(|p| old.entries.get(&p.name) != Some(&p.sha256))
-            .map(|p| match old.entries.get(&p.name) {
-                Some(h) => format!(
-                    "{} (published {}, now {})",
-                    p.name,
-                    hash::to_hex(h),
-                    hash::to_hex(&p.sha256)
-                ),
-                None => format!("{} (not in the published set)", p.name),
-            })
-            .collect();
+        let mut changed = Vec::new();
+        for p in &input.payloads {
+            match old.entries.get(&p.name) {
+                None => changed.push(format!("{} (not in the published set)", p.name)),
+                Some(h) => {
+                    let now = digest(p)?;
+                    if *h != now {
+                        changed.push(format!(
+                            "{} (published {}, now {})",
+                            p.name,
+                            hash::to_hex(h),
+                            hash::to_hex(&now)
+                        ));
+                    }
+                }
+            }
+        }
         if !changed.is_empty() || same.files.len() != input.payloads.len() {
             return Err(refused(format!(
                 "{arch}: version {version} is already published with different content: {}. Published payloads never change; publish a new version",
@@ -468,18 +507,17 @@ fn plan_arch(
         entries.insert(name.clone(), old.entries[name]);
     }
     for p in &input.payloads {
-        entries.insert(p.name.clone(), p.sha256);
         match input.state.files.get(&p.name) {
             None => {
                 plan.upload_bytes += p.size;
                 plan.uploads.push(Upload {
                     name: p.name.clone(),
                     size: p.size,
-                    sha256: hash::to_hex(&p.sha256),
+                    sha256: None,
                 });
             }
             Some(_) => match store.payload_hash(arch, &p.name, &mut |_| {})? {
-                Some((h, _)) if h == p.sha256 => plan.reused.push(p.name.clone()),
+                Some((h, _)) if h == digest(p)? => plan.reused.push(p.name.clone()),
                 _ => {
                     return Err(refused(format!(
                         "{arch}: {} exists in {} but is not published and has other content (left by an interrupted release of a different build?). Delete it, or publish a new version",
@@ -490,10 +528,11 @@ fn plan_arch(
             },
         }
     }
+    let new = |n: &str| input.payloads.iter().any(|p| p.name == n);
     plan.deletions = old
         .entries
         .keys()
-        .filter(|n| !entries.contains_key(*n))
+        .filter(|n| !entries.contains_key(*n) && !new(n))
         .cloned()
         .collect();
     plan.manifest = Manifest {
@@ -501,19 +540,24 @@ fn plan_arch(
         best_before: opts.best_before,
     };
     plan.payloads = input.payloads.clone();
+    plan.add_payload_hashes(false)?;
     Ok(plan)
 }
 
-/// Applies a plan in commit-protocol order.
+/// Applies a plan in commit-protocol order. Completes the plan's manifests
+/// with the hashes its uploads learned.
 pub fn apply_release(
     store: &dyn Store,
-    plan: &ReleasePlan,
+    plan: &mut ReleasePlan,
     key: &SecretKey,
     keyring: &Keyring,
     sign: SignOptions,
     ui: &Ui,
 ) -> Result<(), ChannelError> {
     upload_payloads(store, plan, ui)?;
+    for arch in &mut plan.arches {
+        arch.add_payload_hashes(true)?;
+    }
     let to_commit = plan
         .arches
         .iter()
@@ -583,13 +627,7 @@ fn upload_payloads(store: &dyn Store, plan: &ReleasePlan, ui: &Ui) -> Result<(),
                 let Some(&(arch, p)) = jobs.get(next.fetch_add(1, Ordering::SeqCst)) else {
                     return;
                 };
-                let source = crate::store::Source {
-                    path: p.file.clone(),
-                    sha256: p.sha256,
-                    size: p.size,
-                    stamp: p.stamp,
-                    progress: progress.clone(),
-                };
+                let source = p.source(progress.clone());
                 match store.put_payload(arch, &p.name, &source) {
                     Ok(()) => {
                         ui.detail(format!("{arch}: wrote {} ({} bytes)", p.name, p.size));

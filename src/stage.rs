@@ -17,7 +17,7 @@ use crate::arch::Arch;
 use crate::compress::{self, Codec, Settings};
 use crate::hash::{self, Digest};
 use crate::manifest;
-use crate::store::FileStamp;
+use crate::store::{FileStamp, PayloadDigest, Source};
 use crate::ui::Ui;
 
 #[derive(Debug, Error)]
@@ -57,7 +57,8 @@ pub struct Payload {
     pub name: String,
     /// The bytes to upload: the original file, or its compressed copy in staging.
     pub file: PathBuf,
-    pub sha256: Digest,
+    /// Left to the upload when the hosting does not have the name yet.
+    pub sha256: PayloadDigest,
     pub size: u64,
     /// The build output's own name when we compressed it.
     pub compressed_from: Option<String>,
@@ -65,6 +66,29 @@ pub struct Payload {
     /// the bytes a second time.
     pub stamp: Option<FileStamp>,
 }
+
+impl Payload {
+    /// The bytes to upload, reporting progress to `progress`.
+    pub fn source(&self, progress: std::sync::Arc<dyn Fn(u64) + Send + Sync>) -> Source {
+        Source {
+            path: self.file.clone(),
+            sha256: self.sha256.clone(),
+            size: self.size,
+            stamp: self.stamp,
+            progress,
+        }
+    }
+
+    /// The payload's hash, hashing the file now if staging left it for an
+    /// upload that has not happened (or did not need to).
+    pub fn digest(&self) -> std::io::Result<Digest> {
+        self.source(std::sync::Arc::new(|_| {})).digest()
+    }
+}
+
+/// Which already-compressed payloads staging leaves unhashed: those whose
+/// upload will hash them (names the hosting does not have yet).
+pub type Defer<'a> = &'a (dyn Fn(Arch, &str) -> bool + Sync);
 
 /// A regular file of the output directory, links resolved.
 #[derive(Clone, Debug)]
@@ -181,6 +205,7 @@ pub fn stage_all(
     jobs: &[(Arch, &[InputFile])],
     settings: &Settings,
     staging: &Path,
+    defer: Defer,
     ui: &Ui,
 ) -> Result<Vec<Vec<Payload>>, StageError> {
     let compressed = |(arch, files): &(Arch, &[InputFile])| {
@@ -200,14 +225,14 @@ pub fn stage_all(
     if !parallel || jobs.len() < 2 {
         return jobs
             .iter()
-            .map(|(arch, files)| stage(*arch, files, settings, staging, ui))
+            .map(|(arch, files)| stage(*arch, files, settings, staging, defer, ui))
             .collect();
     }
     let ui = &ui.without_bars();
     std::thread::scope(|s| {
         let handles: Vec<_> = jobs
             .iter()
-            .map(|(arch, files)| s.spawn(move || stage(*arch, files, settings, staging, ui)))
+            .map(|(arch, files)| s.spawn(move || stage(*arch, files, settings, staging, defer, ui)))
             .collect();
         handles
             .into_iter()
@@ -217,11 +242,14 @@ pub fn stage_all(
 }
 
 /// Hashes or compresses every input; compressed copies go into `staging`.
+/// Already-compressed inputs that `defer` names are only stamped: their
+/// upload hashes them.
 pub fn stage(
     arch: Arch,
     inputs: &[InputFile],
     settings: &Settings,
     staging: &Path,
+    defer: Defer,
     ui: &Ui,
 ) -> Result<Vec<Payload>, StageError> {
     let io = |path: &Path, source| StageError::Io {
@@ -235,9 +263,23 @@ pub fn stage(
         let src = File::open(&input.path).map_err(|e| io(&input.path, e))?;
         let len = src.metadata().map_err(|e| io(&input.path, e))?.len();
         if name == input.name {
-            let bar = ui.bytes_bar(len, format!("{arch} hash {name}"));
             drop(src);
             let before = FileStamp::of(&input.path).ok();
+            if let Some(stamp) = before.filter(|s| s.size() == len && defer(arch, &name)) {
+                ui.detail(format!(
+                    "{arch}: {name}: already compressed, {len} bytes, hashed while uploading"
+                ));
+                out.push(Payload {
+                    name,
+                    file: input.path.clone(),
+                    sha256: PayloadDigest::deferred(),
+                    size: len,
+                    compressed_from: None,
+                    stamp: Some(stamp),
+                });
+                continue;
+            }
+            let bar = ui.bytes_bar(len, format!("{arch} hash {name}"));
             let (sha256, size) = hash::hash_file_with_progress(&input.path, &mut |n| bar.inc(n))
                 .map_err(|e| io(&input.path, e))?;
             // Changed while we hashed: no stamp, so the upload hashes again.
@@ -247,7 +289,7 @@ pub fn stage(
             out.push(Payload {
                 name,
                 file: input.path.clone(),
-                sha256,
+                sha256: PayloadDigest::known(sha256),
                 size,
                 compressed_from: None,
                 stamp,
@@ -279,7 +321,7 @@ pub fn stage(
             stamp: FileStamp::of(&dst_path).ok(),
             name,
             file: dst_path,
-            sha256: result.sha256,
+            sha256: PayloadDigest::known(result.sha256),
             size: result.size,
             compressed_from: Some(input.name.clone()),
         });

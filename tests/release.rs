@@ -168,6 +168,59 @@ fn dry_run_prints_the_plan_and_touches_nothing() {
     assert!(stderr(&out).contains("drop 17"), "{}", stderr(&out));
 }
 
+/// Payloads new to the hosting are hashed by their upload (read once); a
+/// dry run, which uploads nothing, hashes them at staging. Both report the
+/// same hashes, and the manifest lists them.
+#[test]
+fn new_payloads_are_hashed_while_uploading_and_reported_with_their_hashes() {
+    let ch = Channel::new("");
+    let file_hashes = |r: &serde_json::Value| -> Vec<(String, String)> {
+        r["arches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|a| a["uploads"].as_array().unwrap().clone())
+            .map(|u| {
+                let name = u["name"].as_str().unwrap().to_string();
+                (name, u["sha256"].as_str().expect("sha256 reported").into())
+            })
+            .collect()
+    };
+    let release = |extra: &[&str]| {
+        let mut args: Vec<String> = ["-v", "--json"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(output_args("18"));
+        let out = ch.release(&args, 0);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (r, stderr(&out))
+    };
+    let (dry, dry_log) = release(&["--dry-run"]);
+    assert!(!dry_log.contains("hashed while uploading"), "{dry_log}");
+    let (real, log) = release(&[]);
+    assert_eq!(
+        log.matches("hashed while uploading").count(),
+        6,
+        "every payload of every arch is new: {log}"
+    );
+    assert_eq!(file_hashes(&dry), file_hashes(&real));
+    assert_eq!(file_hashes(&real).len(), 6);
+    for (system, arch) in SYSTEMS.iter().zip(ARCHES) {
+        let out = example_output(system, "18");
+        for name in ["appliance_18.efi.xz", "store_18.img.xz"] {
+            let hex = sha256_hex(&std::fs::read(out.join(name)).unwrap());
+            assert!(file_hashes(&real).contains(&(name.to_string(), hex.clone())));
+            assert!(ch.manifest(arch).contains(&format!("{hex} *{name}\n")));
+        }
+    }
+    // Already there: hashed at staging to compare, nothing uploaded.
+    let (again, log) = release(&[]);
+    assert!(!log.contains("hashed while uploading"), "{log}");
+    assert_eq!(again["upload_bytes"], 0);
+}
+
 /// Copies an example output into a scratch dir so a test can alter it.
 fn scratch_output(system: &str, version: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();

@@ -210,7 +210,18 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
         .iter()
         .map(|(arch, _, _, files)| (*arch, files.as_slice()))
         .collect();
-    let staged = stage::stage_all(&jobs, &settings, staging.path(), ui)?;
+    // A payload the hosting does not have yet is hashed by its upload, so
+    // it is read once (S3 needs the hash first; a dry run uploads nothing).
+    let learn_while_uploading = !args.dry_run && store.hashes_while_uploading();
+    let defer = |arch: Arch, name: &str| {
+        learn_while_uploading
+            && prepared.iter().any(|(a, _, state, _)| {
+                *a == arch
+                    && !state.files.contains_key(name)
+                    && !state.manifest.entries.contains_key(name)
+            })
+    };
+    let staged = stage::stage_all(&jobs, &settings, staging.path(), &defer, ui)?;
     let mut inputs = Vec::new();
     for ((arch, transfers, state, _), payloads) in prepared.into_iter().zip(staged) {
         inputs.push(ReleaseInput {
@@ -266,19 +277,19 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
             created: now,
             lifetime: config.channel.signature_lifetime,
         };
-        channel::apply_release(store.as_ref(), &plan, &key, &keyring, sign, ui)?;
+        channel::apply_release(store.as_ref(), &mut plan, &key, &keyring, sign, ui)?;
         // Recorded after the commit; a rerun records it if a crash came first.
-        let files: BTreeMap<String, BTreeMap<String, String>> = inputs
-            .iter()
-            .map(|i| {
-                let names = i
-                    .payloads
-                    .iter()
-                    .map(|p| (p.name.clone(), crate::hash::to_hex(&p.sha256)))
-                    .collect();
-                (i.arch.systemd().to_string(), names)
-            })
-            .collect();
+        let mut files: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for i in &inputs {
+            let names = files.entry(i.arch.systemd().to_string()).or_default();
+            for p in &i.payloads {
+                // Known by now: staged, or learned by the upload.
+                let digest = p
+                    .digest()
+                    .with_context(|| format!("{}: hashing {}", i.arch, p.file.display()))?;
+                names.insert(p.name.clone(), crate::hash::to_hex(&digest));
+            }
+        }
         if !recorded(&ledger, &plan.version, &files) {
             record(
                 store.as_ref(),

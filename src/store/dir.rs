@@ -210,7 +210,7 @@ impl Store for DirStore {
         let pool = self.pool(arch);
         let path = pool.join(name);
         match hash_path(&path, &mut |_| {})? {
-            Some((existing, _)) if existing == source.sha256 => Ok(()),
+            Some((existing, _)) if existing == source.stored_digest()? => Ok(()),
             Some((existing, _)) => Err(StoreError::Conflict {
                 path,
                 existing: hash::to_hex(&existing),

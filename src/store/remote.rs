@@ -182,6 +182,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     }
     /// Advice for a Denied or Unsupported failure of `op`.
     fn hint(&self, op: Op, failure: &Failure) -> String;
+    /// The payload's hash goes out before its bytes (S3 metadata).
+    fn hash_before_upload(&self) -> bool {
+        false
+    }
 
     /// Creates the lock holding `owner` unless one exists (then `false`).
     fn lock_create(&self, key: &str, owner: &[u8]) -> Result<bool, Failure> {
@@ -355,8 +359,9 @@ impl RemoteStore {
 
     /// A payload already at `key`: fine when it has the same bytes.
     fn existing(&self, arch: &str, name: &str, source: &Source) -> Result<(), StoreError> {
-        match self.payload_hash(arch, name, &mut |_| {})? {
-            Some((h, size)) if h == source.sha256 && size == source.size => Ok(()),
+        let theirs = self.payload_hash(arch, name, &mut |_| {})?;
+        match theirs {
+            Some((h, size)) if h == source.stored_digest()? && size == source.size => Ok(()),
             Some((h, _)) => Err(StoreError::Conflict {
                 path: self.backend().url(&key(arch, name)).into(),
                 existing: crate::hash::to_hex(&h),
@@ -507,7 +512,9 @@ impl Store for RemoteStore {
             Err(f) if f.kind == Kind::Precondition => return self.existing(arch, name, source),
             Err(f) => return Err(self.shared.error(Op::Write, &k, f)),
         }
-        // Verify what the server now serves under the name.
+        // Verify what the server now serves under the name. The upload
+        // learned the hash if staging left it for the upload.
+        let sha256 = source.stored_digest()?;
         let problem = match self.shared.head(&k)? {
             None => Some("it is not there after the upload".to_string()),
             Some(h) if h.size != source.size => Some(format!(
@@ -516,7 +523,7 @@ impl Store for RemoteStore {
             )),
             Some(Head {
                 sha256: Some(d), ..
-            }) if d != source.sha256 => Some("the server recorded a different sha256".into()),
+            }) if d != sha256 => Some("the server recorded a different sha256".into()),
             Some(_) => None,
         };
         if let Some(message) = problem {
@@ -528,7 +535,7 @@ impl Store for RemoteStore {
                 hint: "the upload was corrupted on the way; run the command again".into(),
             });
         }
-        locked(&self.shared.hashes).insert(k, (source.sha256, source.size));
+        locked(&self.shared.hashes).insert(k, (sha256, source.size));
         Ok(())
     }
 
@@ -676,6 +683,10 @@ impl Store for RemoteStore {
 
     fn parallel_uploads(&self) -> usize {
         self.shared.parallel
+    }
+
+    fn hashes_while_uploading(&self) -> bool {
+        !self.backend().hash_before_upload()
     }
 }
 

@@ -92,8 +92,10 @@ impl S3 {
     }
 
     async fn upload_parts(&self, path: &Path, source: &Source) -> Result<(), Failure> {
+        // S3 takes the hash as metadata before the first byte.
+        let sha256 = source.digest().map_err(local)?;
         let options = PutMultipartOptions {
-            attributes: attributes(Cache::Immutable, Some(&source.sha256)),
+            attributes: attributes(Cache::Immutable, Some(&sha256)),
             ..Default::default()
         };
         let upload = self
@@ -362,6 +364,7 @@ impl Backend for S3 {
         if source.size > PART as u64 {
             return self.rt.block_on(self.upload_parts(&path, source));
         }
+        let sha256 = source.digest().map_err(local)?;
         let mut body = Vec::with_capacity(source.size as usize);
         source
             .open()
@@ -369,7 +372,7 @@ impl Backend for S3 {
             .map_err(local)?;
         let options = PutOptions {
             mode: PutMode::Create,
-            attributes: attributes(Cache::Immutable, Some(&source.sha256)),
+            attributes: attributes(Cache::Immutable, Some(&sha256)),
             ..Default::default()
         };
         self.rt
@@ -387,6 +390,10 @@ impl Backend for S3 {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(failure(e)),
         }
+    }
+
+    fn hash_before_upload(&self) -> bool {
+        true
     }
 
     fn hint(&self, op: Op, failure: &Failure) -> String {
