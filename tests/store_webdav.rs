@@ -41,3 +41,61 @@ fn webdav_server_gone_mid_upload_resumes() {
         &|| nginx.restart(),
     );
 }
+
+const USER: &str = "SYSUPDATE_PUBLISH_WEBDAV_USER";
+const PASSWORD: &str = "SYSUPDATE_PUBLISH_WEBDAV_PASSWORD";
+
+/// Below /private/ every write needs the login, taken from the environment;
+/// devices still read without one.
+#[test]
+fn webdav_basic_auth_from_the_environment() {
+    let nginx = Nginx::start();
+    let login = [
+        (USER, nginx.user.as_str()),
+        (PASSWORD, nginx.password.as_str()),
+    ];
+    device_view_matches_the_directory_backend(&Site::webdav_below(&nginx, "private", &login));
+}
+
+/// No login, a wrong one, an account that may not write: each names the
+/// object, the HTTP status and what to fix, and writes nothing.
+#[test]
+fn webdav_401_and_403_name_the_object_and_the_credential() {
+    let nginx = Nginx::start();
+    let keys = common::keygen();
+    let cases = [
+        (
+            Site::webdav_below(&nginx, "private", &[]),
+            "HTTP 401",
+            format!("the server wants credentials: set {USER} and {PASSWORD}"),
+        ),
+        (
+            Site::webdav_below(
+                &nginx,
+                "private",
+                &[(USER, &nginx.user), (PASSWORD, "wrong")],
+            ),
+            "HTTP 401",
+            format!("the server rejected the credentials in {USER} / {PASSWORD}"),
+        ),
+        (
+            Site::webdav_below(&nginx, "readonly", &[(USER, "reader"), (PASSWORD, "x")]),
+            "HTTP 403",
+            format!("does not let user \"reader\" ({USER}) create the lock collection"),
+        ),
+    ];
+    for (site, status, hint) in &cases {
+        let ch = Chan::new(site, &keys, "");
+        let out = ch.run(&args(&["release"], common::output_args("17")), 1);
+        let err = common::stderr(&out);
+        let channel = format!("{}/{}", site.public, ch.prefix);
+        // The hint starts a sentence: capitalised.
+        assert!(
+            err.contains(status)
+                && err.to_lowercase().contains(&hint.to_lowercase())
+                && err.contains(&channel),
+            "expected {status}, {hint:?} and {channel}:\n{err}"
+        );
+        assert_eq!(ch.stored(), Vec::<String>::new(), "nothing may be written");
+    }
+}

@@ -11,6 +11,9 @@
 #     DIR/nginx.conf      rendered from nginx.conf.in
 #     DIR/nginx.pid error.log access.log tmp/
 #     DIR/env             the lines printed on stdout (shell-sourceable)
+#     DIR/htpasswd        basic auth for writes below /private/: user $E2E_WEBDAV_USER,
+#                         password $E2E_WEBDAV_PASSWORD (fixed test values, printed too)
+#     DIR/www/private/, DIR/www/readonly/  (writes need the login / are refused with 403)
 #   HTTPS_PORT defaults to "auto" (a free port; retried if another process wins the race).
 #   HTTP_PORT defaults to "none"; a port or "auto" adds a plain-HTTP listener with the same
 #   WebDAV root (for upload tools that cannot use the test CA).
@@ -22,6 +25,7 @@
 #     E2E_HTTPS_URL=https://localhost:41234
 #     E2E_HTTP_PORT=           (empty when none)
 #     E2E_HTTP_URL=
+#     E2E_WEBDAV_USER=publisher  E2E_WEBDAV_PASSWORD=…  (the /private/ login)
 #   Before returning it checks over HTTPS (curl --cacert) that an absent file gives 404,
 #   that a present file gives 200 without Content-Encoding, and (dav-ext) that PROPFIND
 #   works.  Any failure: nginx is stopped again and the script exits non-zero.
@@ -37,6 +41,9 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TEMPLATE=$HERE/nginx.conf.in
 DAV_EXT_SO=${E2E_NGINX_DAV_EXT_SO:-/usr/lib/nginx/modules/ngx_http_dav_ext_module.so}
+
+WEBDAV_USER=publisher
+WEBDAV_PASSWORD=test-password-not-secret
 
 die() { echo "nginx.sh: ERROR: $*" >&2; exit 1; }
 log() { echo "nginx.sh: $*" >&2; }
@@ -170,6 +177,9 @@ do_start() {
         p=$(dirname "$p")
     done
     gen_certs "$dir"
+    printf '%s:%s\n' "$WEBDAV_USER" "$(openssl passwd -apr1 "$WEBDAV_PASSWORD")" >"$dir/htpasswd"
+    mkdir -p "$dir/www/private" "$dir/www/readonly"
+    chmod 755 "$dir/www/private" "$dir/www/readonly"
 
     for ((i = 0; i < tries; i++)); do
         if [[ $want_https == auto ]]; then https=$(pick_port); else https=$want_https; fi
@@ -221,6 +231,12 @@ do_start() {
     if [[ -n $http ]]; then
         check_http "http://127.0.0.1:$http/$probe" 404 --noproxy '*'
     fi
+    check_http "$base/private/$probe" 401 "${curl_args[@]}" -X PUT --data-binary probe
+    check_http "$base/private/$probe" 201 "${curl_args[@]}" -X PUT --data-binary probe \
+        -u "$WEBDAV_USER:$WEBDAV_PASSWORD"
+    check_http "$base/private/$probe" 200 "${curl_args[@]}"
+    check_http "$base/readonly/$probe" 403 "${curl_args[@]}" -X PUT --data-binary probe
+    rm -f "$dir/www/private/$probe"
     trap - EXIT
 
     {
@@ -231,6 +247,8 @@ do_start() {
         echo "E2E_HTTPS_URL=$base"
         echo "E2E_HTTP_PORT=$http"
         echo "E2E_HTTP_URL=${http:+http://127.0.0.1:$http}"
+        echo "E2E_WEBDAV_USER=$WEBDAV_USER"
+        echo "E2E_WEBDAV_PASSWORD=$WEBDAV_PASSWORD"
     } >"$dir/env"
     cat "$dir/env"
     log "nginx $(master_pid "$dir") serving $dir/www on $base${http:+ and http://127.0.0.1:$http}"

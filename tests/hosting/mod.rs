@@ -263,6 +263,9 @@ pub struct Nginx {
     pub https_port: u16,
     pub http_port: u16,
     pub ca: PathBuf,
+    /// The login writes below /private/ need (nginx.sh's test values).
+    pub user: String,
+    pub password: String,
 }
 
 fn nginx_sh() -> PathBuf {
@@ -297,6 +300,8 @@ impl Nginx {
             https_port: get("E2E_HTTPS_PORT").parse().unwrap(),
             http_port: get("E2E_HTTP_PORT").parse().unwrap(),
             ca: PathBuf::from(get("E2E_CA")),
+            user: get("E2E_WEBDAV_USER"),
+            password: get("E2E_WEBDAV_PASSWORD"),
             dir,
         }
     }
@@ -575,6 +580,22 @@ impl Site {
             extra: String::new(),
             env: vec![],
             public: nginx.http_url(),
+            list: Box::new(move |prefix| walk(&www.join(prefix))),
+        }
+    }
+
+    /// WebDAV below `/{dir}` of nginx's plain-HTTP port, with `env`:
+    /// `private` wants a login for every write, `readonly` refuses writes.
+    pub fn webdav_below(nginx: &Nginx, dir: &str, env: &[(&str, &str)]) -> Site {
+        let www = nginx.www().join(dir);
+        Site {
+            store: format!("webdav+{}/{dir}", nginx.http_url()),
+            extra: String::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            public: format!("{}/{dir}", nginx.http_url()),
             list: Box::new(move |prefix| walk(&www.join(prefix))),
         }
     }
