@@ -14,17 +14,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pgp::composed::{
     ArmorOptions, Deserializable, DetachedSignature, KeyDetails, SignedPublicKey, SignedSecretKey,
-    SubpacketConfig,
+    SignedSecretSubKey, SubpacketConfig,
 };
 use pgp::crypto::{
     ed25519, eddsa_legacy, hash::HashAlgorithm, public_key::PublicKeyAlgorithm,
     sym::SymmetricKeyAlgorithm,
 };
-use pgp::packet::{self, Features, KeyFlags, PubKeyInner, Subpacket, SubpacketData, UserId};
+use pgp::packet::{
+    self, Features, KeyFlags, PubKeyInner, SignatureType, Subpacket, SubpacketData, UserId,
+};
 use pgp::ser::Serialize;
 use pgp::types::{
     Duration as PgpDuration, KeyDetails as _, KeyVersion, Password, PlainSecretParams,
-    PublicParams, SecretParams, Timestamp,
+    PublicParams, SecretParams, SigningKey, Timestamp,
 };
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -77,6 +79,9 @@ pub enum SigningError {
     Locked { what: String },
     #[error("signature lifetime {0:?} is too long for OpenPGP (at most ~136 years)")]
     Lifetime(Duration),
+    /// Its signatures would not verify on devices (e.g. a certify-only key).
+    #[error("{what}: {source}")]
+    CannotSign { what: String, source: VerifyError },
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -96,6 +101,8 @@ pub enum VerifyError {
     },
     #[error("the keyring is empty or unreadable ({0})")]
     Keyring(String),
+    #[error("key {0} may not make signatures (its key flags do not include signing): gpg on devices refuses it with \"Wrong key usage\". Sign with a signing subkey")]
+    Usage(String),
 }
 
 fn pgp_err(what: impl Into<String>) -> impl FnOnce(pgp::errors::Error) -> SigningError {
@@ -172,6 +179,13 @@ fn check_algorithm(what: &str, algo: PublicKeyAlgorithm) -> Result<(), SigningEr
 impl SecretKey {
     /// Generates a fresh Ed25519 key as a v4 EdDSA-legacy OpenPGP key.
     pub fn generate(uid: &str) -> Result<SecretKey, SigningError> {
+        let mut flags = KeyFlags::default();
+        flags.set_certify(true);
+        flags.set_sign(true);
+        Self::generate_with(uid, flags)
+    }
+
+    fn generate_with(uid: &str, flags: KeyFlags) -> Result<SecretKey, SigningError> {
         let mut rng = rand::thread_rng();
         let dalek = ed25519_dalek::SigningKey::generate(&mut rng);
         let seed = Zeroizing::new(dalek.to_bytes());
@@ -191,9 +205,6 @@ impl SecretKey {
             packet::PublicKey::from_inner(inner).map_err(pgp_err("creating the public key"))?;
         let sk = packet::SecretKey::new(pk, SecretParams::Plain(plain))
             .map_err(pgp_err("creating the secret key"))?;
-        let mut flags = KeyFlags::default();
-        flags.set_certify(true);
-        flags.set_sign(true);
         let user_id = UserId::from_str(Default::default(), uid)
             .map_err(pgp_err(format!("user id {uid:?}")))?;
         let details = KeyDetails::new(
@@ -235,13 +246,21 @@ impl SecretKey {
         check_algorithm(what, key.primary_key.algorithm())?;
         let password = passphrase.map(Password::from).unwrap_or_default();
         let sk = SecretKey { key, password };
-        // Fail now, not halfway through a release, when the key cannot sign.
-        sk.sign(b"probe", SignOptions::default())
+        // Fail now, not halfway through a release, when the key cannot sign
+        // or makes signatures devices refuse.
+        let probe = sk
+            .sign(b"probe", SignOptions::default())
             .map_err(|e| match e {
                 SigningError::Pgp { .. } if passphrase.is_none() => SigningError::Locked {
                     what: what.to_string(),
                 },
                 e => e,
+            })?;
+        Keyring::from_bytes(&sk.keyring_bytes()?)
+            .and_then(|ring| ring.verify(b"probe", &probe, SystemTime::now()))
+            .map_err(|source| SigningError::CannotSign {
+                what: what.to_string(),
+                source,
             })?;
         Ok(sk)
     }
@@ -334,45 +353,110 @@ impl SecretKey {
 
     /// A binary detached signature (type 0x00) over `data`, SHA-256, with the
     /// issuer fingerprint, creation time and optional expiration hashed.
+    /// Made by the signing subkey when the key has one, as gpg would.
     pub fn sign(&self, data: &[u8], opts: SignOptions) -> Result<Vec<u8>, SigningError> {
-        let signer = &self.key.primary_key;
-        let mut hashed = vec![
-            Subpacket::regular(SubpacketData::IssuerFingerprint(signer.fingerprint())),
-            Subpacket::regular(SubpacketData::SignatureCreationTime(Timestamp::from_secs(
-                to_unix(opts.created),
-            ))),
-        ];
-        if let Some(lifetime) = opts.lifetime {
-            let secs = u32::try_from(lifetime.as_secs())
-                .ok()
-                .filter(|s| *s > 0)
-                .ok_or(SigningError::Lifetime(lifetime))?;
-            hashed.push(Subpacket::regular(SubpacketData::SignatureExpirationTime(
-                PgpDuration::from_secs(secs),
-            )));
+        match signing_subkey(&self.key, opts.created) {
+            Some(sub) => sign_with(&sub.key, &self.password, data, opts),
+            None => sign_with(&self.key.primary_key, &self.password, data, opts),
         }
-        let unhashed = vec![Subpacket::regular(SubpacketData::IssuerKeyId(
-            signer.legacy_key_id(),
-        ))];
-        let hashed = hashed
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(pgp_err("building signature subpackets"))?;
-        let unhashed = unhashed
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(pgp_err("building signature subpackets"))?;
-        let sig = DetachedSignature::sign_binary_data_with_subpackets(
-            rand::thread_rng(),
-            signer,
-            &self.password,
-            HashAlgorithm::Sha256,
-            data,
-            SubpacketConfig::UserDefined { hashed, unhashed },
-        )
-        .map_err(pgp_err("signing"))?;
-        sig.to_bytes().map_err(pgp_err("serializing the signature"))
     }
+
+    /// The fingerprint of the key that signs (the primary's, or its signing subkey's).
+    pub fn signer_fingerprint(&self, at: SystemTime) -> String {
+        match signing_subkey(&self.key, at) {
+            Some(sub) => hex_fingerprint(&sub.key.fingerprint()),
+            None => self.fingerprint(),
+        }
+    }
+}
+
+/// The subkey that signs, chosen as gpg does: the newest one whose latest
+/// binding grants signing and that is neither revoked nor expired at `at`.
+/// `None`: the primary key signs (keys without subkeys, like ours). A key
+/// whose primary may only certify is the usual shape for an offline primary.
+fn signing_subkey(key: &SignedSecretKey, at: SystemTime) -> Option<&SignedSecretSubKey> {
+    let at = u64::from(to_unix(at));
+    let usable = |sub: &&SignedSecretSubKey| {
+        let of_type = |t| sub.signatures.iter().filter(move |s| s.typ() == Some(t));
+        if of_type(SignatureType::SubkeyRevocation).next().is_some() {
+            return false;
+        }
+        let Some(binding) =
+            of_type(SignatureType::SubkeyBinding).max_by_key(|s| s.created().map(|t| t.as_secs()))
+        else {
+            return false;
+        };
+        let created = u64::from(sub.key.created_at().as_secs());
+        let alive = match binding.key_expiration_time().map(|d| d.as_secs()) {
+            None | Some(0) => true,
+            Some(secs) => at < created + u64::from(secs),
+        };
+        binding.key_flags().sign() && alive && check_algorithm("", sub.key.algorithm()).is_ok()
+    };
+    key.secret_subkeys
+        .iter()
+        .filter(usable)
+        .max_by_key(|sub| sub.key.created_at().as_secs())
+}
+
+fn sign_with<K: SigningKey>(
+    signer: &K,
+    password: &Password,
+    data: &[u8],
+    opts: SignOptions,
+) -> Result<Vec<u8>, SigningError> {
+    let mut hashed = vec![
+        Subpacket::regular(SubpacketData::IssuerFingerprint(signer.fingerprint())),
+        Subpacket::regular(SubpacketData::SignatureCreationTime(Timestamp::from_secs(
+            to_unix(opts.created),
+        ))),
+    ];
+    if let Some(lifetime) = opts.lifetime {
+        let secs = u32::try_from(lifetime.as_secs())
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or(SigningError::Lifetime(lifetime))?;
+        hashed.push(Subpacket::regular(SubpacketData::SignatureExpirationTime(
+            PgpDuration::from_secs(secs),
+        )));
+    }
+    let unhashed = vec![Subpacket::regular(SubpacketData::IssuerKeyId(
+        signer.legacy_key_id(),
+    ))];
+    let hashed = hashed
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pgp_err("building signature subpackets"))?;
+    let unhashed = unhashed
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pgp_err("building signature subpackets"))?;
+    let sig = DetachedSignature::sign_binary_data_with_subpackets(
+        rand::thread_rng(),
+        signer,
+        password,
+        HashAlgorithm::Sha256,
+        data,
+        SubpacketConfig::UserDefined { hashed, unhashed },
+    )
+    .map_err(pgp_err("signing"))?;
+    sig.to_bytes().map_err(pgp_err("serializing the signature"))
+}
+
+/// Whether a key may sign data, as gpg decides: by the key flags of its
+/// newest self-signature (or binding) that states them; a key whose
+/// signatures state none may (the algorithm decides, and ours all sign).
+fn grants_signing<'a>(self_sigs: impl Iterator<Item = &'a packet::Signature>) -> bool {
+    let states_flags = |s: &&packet::Signature| {
+        s.config().is_some_and(|c| {
+            c.hashed_subpackets()
+                .any(|p| matches!(p.data, SubpacketData::KeyFlags(_)))
+        })
+    };
+    self_sigs
+        .filter(states_flags)
+        .max_by_key(|s| s.created().map(|t| t.as_secs()))
+        .is_none_or(|s| s.key_flags().sign())
 }
 
 /// Whether a signature's issuer (a fingerprint, or a 16-hex key id) names `fingerprint`.
@@ -448,19 +532,44 @@ impl Keyring {
             .unwrap_or_else(|| "(no issuer)".into());
         for key in &self.keys {
             let primary = hex_fingerprint(&key.primary_key.fingerprint());
+            // Certifications by other keys say nothing about this key's use.
+            let own_id = key.primary_key.legacy_key_id();
+            let self_sigs = key
+                .details
+                .users
+                .iter()
+                .flat_map(|u| &u.signatures)
+                .filter(|s| {
+                    s.issuer_key_id().contains(&&own_id)
+                        || s.issuer_fingerprint()
+                            .contains(&&key.primary_key.fingerprint())
+                })
+                .chain(&key.details.direct_signatures);
             let result = if issues(&issuer, &primary) {
-                Some(
-                    sig.verify(&key.primary_key, data)
-                        .map_err(|_| primary.clone()),
-                )
+                Some((
+                    sig.verify(&key.primary_key, data),
+                    primary.clone(),
+                    grants_signing(self_sigs),
+                ))
             } else {
                 key.public_subkeys.iter().find_map(|sub| {
                     let fpr = hex_fingerprint(&sub.key.fingerprint());
-                    issues(&issuer, &fpr).then(|| sig.verify(&sub.key, data).map_err(|_| fpr))
+                    issues(&issuer, &fpr).then(|| {
+                        let binding = sub
+                            .signatures
+                            .iter()
+                            .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding));
+                        (sig.verify(&sub.key, data), fpr, grants_signing(binding))
+                    })
                 })
             };
-            let Some(result) = result else { continue };
-            result.map_err(VerifyError::Bad)?;
+            let Some((result, signer, may_sign)) = result else {
+                continue;
+            };
+            result.map_err(|_| VerifyError::Bad(signer.clone()))?;
+            if !may_sign {
+                return Err(VerifyError::Usage(signer));
+            }
             let created = sig
                 .created()
                 .map(|t| from_unix(t.as_secs()))
@@ -493,6 +602,29 @@ mod tests {
         assert_eq!(
             SYSTEMD_GPG_ARGS.join(" "),
             "--no-options --no-default-keyring --no-auto-key-locate --no-auto-check-trustdb --batch --trust-model=always"
+        );
+    }
+
+    /// gpg refuses a data signature by a key whose flags do not include
+    /// signing ("Wrong key usage"); so do we, and loading such a key says so.
+    #[test]
+    fn a_certify_only_key_is_refused_as_gpg_would() {
+        let mut flags = KeyFlags::default();
+        flags.set_certify(true);
+        let key = SecretKey::generate_with("Cert <c@example.org>", flags).unwrap();
+        let ring = Keyring::from_bytes(&key.keyring_bytes().unwrap()).unwrap();
+        let sig = key.sign(b"hello\n", SignOptions::default()).unwrap();
+        assert_eq!(
+            ring.verify(b"hello\n", &sig, SystemTime::now()),
+            Err(VerifyError::Usage(key.fingerprint()))
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cert-only.asc");
+        key.save(&path).unwrap();
+        let e = SecretKey::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("Wrong key usage") && e.contains("cert-only.asc"),
+            "{e}"
         );
     }
 

@@ -3,6 +3,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -59,48 +60,132 @@ fn signature_with_expiry_is_accepted_now_and_gpg_reports_the_expiry() {
     assert!(err.contains("Signature expires"), "{err}");
 }
 
-#[test]
-fn a_key_made_by_gpg_signs_what_gpg_then_verifies() {
-    let home = tempfile::tempdir().unwrap();
-    let gpg = |args: &[&str]| {
+/// A throwaway gpg home; `gpg(args)` runs gpg there without a passphrase.
+struct GpgHome(tempfile::TempDir);
+
+impl GpgHome {
+    fn new() -> GpgHome {
+        GpgHome(tempfile::tempdir().unwrap())
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    fn gpg(&self, args: &[&str]) -> Vec<u8> {
         let out = Command::new("gpg")
             .arg("--homedir")
-            .arg(home.path())
+            .arg(self.path())
             .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
             .args(args)
             .output()
             .unwrap();
         assert!(out.status.success(), "gpg {args:?}: {}", stderr(&out));
         out.stdout
-    };
-    gpg(&[
+    }
+
+    /// Exports the secret key (mode 0600) and the binary public keyring.
+    fn export(&self) -> (PathBuf, PathBuf) {
+        let secret = self.path().join("exported.asc");
+        std::fs::write(&secret, self.gpg(&["--export-secret-keys", "--armor"])).unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let keyring = self.path().join("ring.pgp");
+        std::fs::write(&keyring, self.gpg(&["--export"])).unwrap();
+        (secret, keyring)
+    }
+
+    /// Fingerprints of the primary key and subkeys, in order.
+    fn fingerprints(&self) -> Vec<String> {
+        String::from_utf8(self.gpg(&["--list-keys", "--with-colons"]))
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("fpr:")
+                    .map(|r| r.trim_matches(':').to_string())
+            })
+            .collect()
+    }
+
+    /// Signs a list with `sysupdate-publish sign`; returns gpg's verdict
+    /// (systemd's command line) on it and on a tampered copy, and our output.
+    fn sign_and_verify(&self, secret: &Path, keyring: &Path) -> (String, String) {
+        let file = self.path().join("SHA256SUMS");
+        std::fs::write(&file, b"payload list\n").unwrap();
+        let out = run(bin().arg("sign").arg("--key").arg(secret).arg(&file), 0);
+        let sig = self.path().join("SHA256SUMS.gpg");
+        let (rc, err) = gpg_verify(keyring, &sig, b"payload list\n");
+        assert_eq!(rc, 0, "{err}");
+        let (rc, _) = gpg_verify(keyring, &sig, b"payload lisT\n");
+        assert_ne!(rc, 0);
+        (err, stderr(&out))
+    }
+}
+
+#[test]
+fn a_key_made_by_gpg_signs_what_gpg_then_verifies() {
+    let home = GpgHome::new();
+    home.gpg(&[
         "--quick-gen-key",
         "GPG Made <gpg@example.org>",
         "ed25519",
         "sign",
         "never",
     ]);
-    let secret = home.path().join("exported.asc");
-    std::fs::write(&secret, gpg(&["--export-secret-keys", "--armor"])).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let keyring = home.path().join("ring.pgp");
-    std::fs::write(&keyring, gpg(&["--export"])).unwrap();
+    let (secret, keyring) = home.export();
+    home.sign_and_verify(&secret, &keyring);
+}
 
-    let file = home.path().join("SHA256SUMS");
-    std::fs::write(&file, b"payload list\n").unwrap();
-    run(bin().arg("sign").arg("--key").arg(&secret).arg(&file), 0);
-    let (rc, err) = gpg_verify(
-        &keyring,
-        &home.path().join("SHA256SUMS.gpg"),
-        b"payload list\n",
+/// An offline-primary layout: the primary may only certify, a subkey signs.
+/// gpg refuses data signed by such a primary ("Wrong key usage"), so the
+/// subkey must sign, as gpg itself would choose.
+#[test]
+fn a_gpg_key_with_a_signing_subkey_signs_with_the_subkey() {
+    let home = GpgHome::new();
+    home.gpg(&[
+        "--quick-gen-key",
+        "Offline Primary <ops@example.org>",
+        "ed25519",
+        "cert",
+        "never",
+    ]);
+    let primary = home.fingerprints()[0].clone();
+    home.gpg(&["--quick-add-key", &primary, "ed25519", "sign", "never"]);
+    let fprs = home.fingerprints();
+    assert_eq!(fprs.len(), 2, "{fprs:?}");
+    let (secret, keyring) = home.export();
+    let (gpg_says, we_say) = home.sign_and_verify(&secret, &keyring);
+    assert!(
+        gpg_says.contains(&format!("using EDDSA key {}", fprs[1])),
+        "{gpg_says}"
     );
-    assert_eq!(rc, 0, "{err}");
-    let (rc, _) = gpg_verify(
-        &keyring,
-        &home.path().join("SHA256SUMS.gpg"),
-        b"payload lisT\n",
+    assert!(
+        we_say.contains(&format!("with subkey {} of {primary}", fprs[1])),
+        "{we_say}"
     );
-    assert_ne!(rc, 0);
+}
+
+/// A key that may only certify, with no signing subkey, is refused when
+/// loaded, naming what gpg would say, before anything is signed.
+#[test]
+fn a_certify_only_gpg_key_is_refused_before_signing() {
+    let home = GpgHome::new();
+    home.gpg(&[
+        "--quick-gen-key",
+        "Cert Only <cert@example.org>",
+        "ed25519",
+        "cert",
+        "never",
+    ]);
+    let (secret, _) = home.export();
+    let file = home.path().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let out = run(bin().arg("sign").arg("--key").arg(&secret).arg(&file), 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("Wrong key usage") && err.contains("exported.asc"),
+        "{err}"
+    );
+    assert!(!home.path().join("f.gpg").exists());
 }
 
 #[test]

@@ -53,6 +53,8 @@ pub(super) fn keygen(ctx: &Ctx, args: KeygenArgs) -> Result<Outcome> {
 struct SignReport {
     signature: PathBuf,
     fingerprint: String,
+    /// The key that made the signature: `fingerprint`, or its signing subkey.
+    signer: String,
     created: String,
     expires: Option<String>,
 }
@@ -75,15 +77,21 @@ pub(super) fn sign(ctx: &Ctx, args: SignArgs) -> Result<Outcome> {
         PathBuf::from(s)
     });
     write_atomic(&output, &sig)?;
+    let signer = key.signer_fingerprint(created);
+    let with = if signer == key.fingerprint() {
+        signer.clone()
+    } else {
+        format!("subkey {signer} of {}", key.fingerprint())
+    };
     ctx.ui.info(format!(
-        "signed {} with {} → {}",
+        "signed {} with {with} → {}",
         args.file.display(),
-        key.fingerprint(),
         output.display()
     ));
     ctx.emit(&SignReport {
         signature: output,
         fingerprint: key.fingerprint(),
+        signer,
         created: rfc3339(created),
         expires: lifetime.map(|l| rfc3339(created + l)),
     })?;
