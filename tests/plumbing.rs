@@ -162,6 +162,21 @@ fn a_gpg_key_with_a_signing_subkey_signs_with_the_subkey() {
         we_say.contains(&format!("with subkey {} of {primary}", fprs[1])),
         "{we_say}"
     );
+    // The usual deployment: only the subkey's secret leaves the offline
+    // machine (the primary's secret is a gnu-dummy stub).
+    let sub_only = home.path().join("subkey-only.asc");
+    let export = home.gpg(&[
+        "--export-secret-subkeys",
+        "--armor",
+        &format!("{}!", fprs[1]),
+    ]);
+    std::fs::write(&sub_only, export).unwrap();
+    std::fs::set_permissions(&sub_only, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (gpg_says, _) = home.sign_and_verify(&sub_only, &keyring);
+    assert!(
+        gpg_says.contains(&format!("using EDDSA key {}", fprs[1])),
+        "{gpg_says}"
+    );
 }
 
 /// A key that may only certify, with no signing subkey, is refused when
