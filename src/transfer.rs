@@ -275,10 +275,10 @@ pub struct Transfer {
     /// Copied from the source patterns when `[Target]` has none, as systemd does.
     pub target_patterns: Vec<Pattern>,
     pub min_version: Option<String>,
-    /// `None` also when it depends on something unknown at publish time
-    /// (typically `ProtectVersion=%A` without an image version): it only
-    /// matters on the device.
-    pub protect_version: Option<String>,
+    /// Every `ProtectVersion=` (systemd 254–262 accumulate them), except
+    /// those that depend on something unknown at publish time (typically
+    /// `%A` without an image version): they only matter on the device.
+    pub protect_versions: Vec<String>,
     pub features: Vec<String>,
     pub requisite_features: Vec<String>,
     pub verify: bool,
@@ -318,7 +318,7 @@ struct Builder<'s> {
     source_patterns: Vec<Pattern>,
     target_patterns: Vec<Pattern>,
     min_version: Option<String>,
-    protect_version: Option<String>,
+    protect_versions: Vec<String>,
     features: Vec<String>,
     requisite_features: Vec<String>,
     verify: bool,
@@ -369,7 +369,7 @@ impl<'s> Builder<'s> {
             source_patterns: Vec::new(),
             target_patterns: Vec::new(),
             min_version: None,
-            protect_version: None,
+            protect_versions: Vec::new(),
             features: Vec::new(),
             requisite_features: Vec::new(),
             verify: true,
@@ -617,24 +617,20 @@ impl<'s> Builder<'s> {
         }
     }
 
-    /// Unknown values (`%A` without an image version) leave it `None`
-    /// without a warning: the setting only matters on the device.
+    /// `strv_extend()` in 254–262: each valid value adds one, an empty one
+    /// is an invalid version (ignored with a warning, no reset). Unknown
+    /// values (`%A` without an image version) are skipped silently: the
+    /// setting only matters on the device.
     fn protect_version(&mut self, loc: &Loc, value: &str) {
-        if value.is_empty() {
-            self.protect_version = None;
-            return;
-        }
         match expand_specifiers(value, self.spec, NAME_MAX) {
             Ok(v) => match version::validate(&v) {
-                Ok(_) => self.protect_version = Some(v),
+                Ok(_) => self.protect_versions.push(v),
                 Err(e) => self.warn(
                     loc,
                     format!("ProtectVersion= ignored, as systemd does: {e}"),
                 ),
             },
-            Err(SpecifierProblem::DeviceSpecific { .. } | SpecifierProblem::NotGiven { .. }) => {
-                self.protect_version = None;
-            }
+            Err(SpecifierProblem::DeviceSpecific { .. } | SpecifierProblem::NotGiven { .. }) => {}
             Err(p) => self.warn(
                 loc,
                 format!("ProtectVersion= ignored, as systemd does: {p}"),
@@ -879,7 +875,7 @@ impl<'s> Builder<'s> {
             source_patterns: self.source_patterns,
             target_patterns,
             min_version: self.min_version,
-            protect_version: self.protect_version,
+            protect_versions: self.protect_versions,
             features: self.features,
             requisite_features: self.requisite_features,
             verify: self.verify,
@@ -1537,7 +1533,7 @@ MatchPattern=store_@v.img
                 "appliance_@v.efi"
             ]
         );
-        assert_eq!(t.protect_version, None);
+        assert!(t.protect_versions.is_empty());
         assert_eq!(t.min_version, None);
         assert!(t.verify);
         assert!(t.features.is_empty());
@@ -1548,7 +1544,7 @@ MatchPattern=store_@v.img
             ..spec()
         };
         let t = parse_str("50-uki", Path::new("50-uki.transfer"), UKI, &with_version).unwrap();
-        assert_eq!(t.protect_version.as_deref(), Some("17"));
+        assert_eq!(t.protect_versions, ["17"]);
     }
 
     #[test]
@@ -1779,7 +1775,7 @@ MatchPattern=store_@v.img
             with_source("MatchPattern=a_@v")
         ));
         assert_eq!(t.min_version.as_deref(), Some("1.2"));
-        assert_eq!(t.protect_version.as_deref(), Some("5"));
+        assert_eq!(t.protect_versions, ["5"]);
         assert!(!t.verify);
         assert_eq!(t.features, ["a", "b c", "d"]);
         assert!(t.requisite_features.is_empty());
@@ -1789,8 +1785,20 @@ MatchPattern=store_@v.img
             with_source("MatchPattern=a_@v")
         ));
         assert_eq!(t.min_version, None);
-        assert_eq!(t.protect_version, None);
+        assert!(t.protect_versions.is_empty());
         assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
+
+        // 254–262 accumulate; an empty value is an invalid version, not a reset.
+        let t = ok(&format!(
+            "[Transfer]\nProtectVersion=5\nProtectVersion=\nProtectVersion=6\nProtectVersion=bad/v\n{}",
+            with_source("MatchPattern=a_@v")
+        ));
+        assert_eq!(t.protect_versions, ["5", "6"]);
+        assert_eq!(t.warnings.len(), 2, "{:?}", t.warnings);
+        assert!(t
+            .warnings
+            .iter()
+            .all(|w| w.message.contains("ProtectVersion= ignored")));
     }
 
     #[test]
