@@ -8,7 +8,7 @@
 //! staging directory while being hashed, so each input byte is read once.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -327,38 +327,4 @@ pub fn stage(
         });
     }
     Ok(out)
-}
-
-/// Copies `src` to `dst` while hashing, and fails if the bytes are not the
-/// ones staged (the build output changed under us).
-pub fn copy_verified(
-    src: &Path,
-    dst: &mut dyn Write,
-    expected: &Digest,
-    progress: &mut dyn FnMut(u64),
-) -> std::io::Result<u64> {
-    let mut writer = hash::HashingWriter::new(dst);
-    let mut f = File::open(src)?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        writer.write_all(&buf[..n])?;
-        progress(n as u64);
-    }
-    let (_, digest, size) = writer.finish();
-    if &digest != expected {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "{} changed while publishing (sha256 {} instead of {})",
-                src.display(),
-                hash::to_hex(&digest),
-                hash::to_hex(expected)
-            ),
-        ));
-    }
-    Ok(size)
 }
