@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::sdsyntax::{parse_boolean, parse_mode, safe_atou64};
+
 /// One `@x` field of a pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FieldKind {
@@ -615,123 +617,6 @@ fn id128_from_string(s: &str) -> Option<[u8; 16]> {
 
 fn unhex(c: u8) -> Option<u8> {
     (c as char).to_digit(16).map(|d| d as u8)
-}
-
-/// systemd's `parse_boolean()`, case-insensitive.
-pub(crate) fn parse_boolean(v: &str) -> Option<bool> {
-    const YES: [&str; 6] = ["1", "yes", "y", "true", "t", "on"];
-    const NO: [&str; 6] = ["0", "no", "n", "false", "f", "off"];
-    if YES.iter().any(|y| v.eq_ignore_ascii_case(y)) {
-        Some(true)
-    } else if NO.iter().any(|n| v.eq_ignore_ascii_case(n)) {
-        Some(false)
-    } else {
-        None
-    }
-}
-
-/// systemd's `WHITESPACE`.
-fn is_sd_whitespace(c: u8) -> bool {
-    matches!(c, b' ' | b'\t' | b'\n' | b'\r')
-}
-
-/// glibc `strtoull()`: returns (value, overflowed, end index); end 0 means
-/// nothing was converted.
-fn strtoull(s: &[u8], mut base: u32) -> (u64, bool, usize) {
-    let mut i = 0;
-    while s
-        .get(i)
-        .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
-    {
-        i += 1;
-    }
-    let mut negative = false;
-    if let Some(&c @ (b'+' | b'-')) = s.get(i) {
-        negative = c == b'-';
-        i += 1;
-    }
-    let hex_prefix = s.get(i) == Some(&b'0')
-        && matches!(s.get(i + 1), Some(b'x' | b'X'))
-        && s.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
-    if (base == 0 || base == 16) && hex_prefix {
-        base = 16;
-        i += 2;
-    } else if base == 0 {
-        base = if s.get(i) == Some(&b'0') { 8 } else { 10 };
-    }
-    let start = i;
-    let mut value: u64 = 0;
-    let mut overflow = false;
-    while let Some(d) = s.get(i).and_then(|&c| (c as char).to_digit(base)) {
-        match value
-            .checked_mul(u64::from(base))
-            .and_then(|v| v.checked_add(u64::from(d)))
-        {
-            Some(v) => value = v,
-            None => overflow = true,
-        }
-        i += 1;
-    }
-    if i == start {
-        return (0, false, 0);
-    }
-    if overflow {
-        return (u64::MAX, true, i);
-    }
-    (
-        if negative {
-            value.wrapping_neg()
-        } else {
-            value
-        },
-        false,
-        i,
-    )
-}
-
-/// systemd's `safe_atou64()` (base 0: C rules plus `0b`/`0o`) and
-/// `safe_atoux64()` (base 16).
-fn safe_atou64(t: &str, base: u32) -> Option<u64> {
-    let b = t.as_bytes();
-    let skip = b.iter().take_while(|&&c| is_sd_whitespace(c)).count();
-    let mut s = &b[skip..];
-    let mut base = base;
-    if base == 0 {
-        if let Some(rest) = s.strip_prefix(b"0b").or_else(|| s.strip_prefix(b"0B")) {
-            s = rest;
-            base = 2;
-        } else if let Some(rest) = s.strip_prefix(b"0o").or_else(|| s.strip_prefix(b"0O")) {
-            s = rest;
-            base = 8;
-        }
-    }
-    let (value, overflow, end) = strtoull(s, base);
-    if overflow || end == 0 || end != s.len() {
-        return None;
-    }
-    if value != 0 && s.first() == Some(&b'-') {
-        return None;
-    }
-    Some(value)
-}
-
-/// systemd's `parse_mode()`: octal, no sign, at most 07777.
-fn parse_mode(t: &str) -> Option<u32> {
-    let b = t.as_bytes();
-    let skip = b.iter().take_while(|&&c| is_sd_whitespace(c)).count();
-    let s = &b[skip..];
-    if matches!(s.first(), Some(b'+' | b'-')) {
-        return None;
-    }
-    let (value, overflow, end) = strtoull(s, 8);
-    if overflow || end == 0 || end != s.len() {
-        return None;
-    }
-    if value != 0 && s.first() == Some(&b'-') {
-        return None;
-    }
-    let m = u32::try_from(value).ok()?;
-    (m <= 0o7777).then_some(m)
 }
 
 #[cfg(test)]

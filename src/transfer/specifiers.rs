@@ -1,0 +1,157 @@
+//! `%` specifiers in transfer settings, expanded as far as the publisher can
+//! know them: what differs per device has to be refused, not guessed.
+
+use std::fmt;
+
+/// Values for the `%` specifiers the publisher can know. `%A`/`%M` are the
+/// image's os-release `IMAGE_VERSION`/`IMAGE_ID`; `arch` uses systemd's
+/// names (`x86-64`, `arm64`, ...).
+#[derive(Clone, Debug, Default)]
+pub struct Specifiers {
+    pub arch: String,
+    pub image_version: Option<String>,
+    pub image_id: Option<String>,
+}
+
+/// Why a `%` specifier could not be expanded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpecifierProblem {
+    /// Not a systemd specifier; systemd would ignore the whole setting.
+    Unknown { specifier: char },
+    /// Differs per device (host name, machine ID, ...).
+    DeviceSpecific {
+        specifier: char,
+        meaning: &'static str,
+    },
+    /// Fixed per image, but the caller did not supply it.
+    NotGiven {
+        specifier: char,
+        meaning: &'static str,
+    },
+    /// Longer than systemd accepts after expansion.
+    TooLong { len: usize, max: usize },
+}
+
+impl fmt::Display for SpecifierProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unknown { specifier } => write!(
+                f,
+                "%{specifier} is not a systemd specifier, so systemd would ignore this whole setting; write %% for a literal %"
+            ),
+            Self::DeviceSpecific { specifier, meaning } => write!(
+                f,
+                "%{specifier} expands to the {meaning}, which differs per device and cannot be known at publish time; spell the value out"
+            ),
+            Self::NotGiven { specifier, meaning } => write!(
+                f,
+                "%{specifier} expands to {meaning}, which cannot be known at publish time because it was not given to sysupdate-publish; provide it or spell the value out"
+            ),
+            Self::TooLong { len, max } => write!(
+                f,
+                "the expanded value is {len} bytes long; systemd ignores values longer than {max} bytes"
+            ),
+        }
+    }
+}
+
+/// Port of `specifier_printf()` with `system_and_tmp_specifier_table`,
+/// limited to what the publisher knows.
+pub fn expand_specifiers(
+    value: &str,
+    spec: &Specifiers,
+    max: usize,
+) -> Result<String, SpecifierProblem> {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let Some(s) = chars.next() else {
+            // A stray trailing '%' stays.
+            out.push('%');
+            break;
+        };
+        let not_given = |meaning| SpecifierProblem::NotGiven {
+            specifier: s,
+            meaning,
+        };
+        let device = |meaning| SpecifierProblem::DeviceSpecific {
+            specifier: s,
+            meaning,
+        };
+        match s {
+            '%' => out.push('%'),
+            'a' if spec.arch.is_empty() => return Err(not_given("the architecture")),
+            'a' => out.push_str(&spec.arch),
+            'A' => out.push_str(
+                spec.image_version
+                    .as_deref()
+                    .ok_or_else(|| not_given("IMAGE_VERSION from the image's os-release"))?,
+            ),
+            'M' => out.push_str(
+                spec.image_id
+                    .as_deref()
+                    .ok_or_else(|| not_given("IMAGE_ID from the image's os-release"))?,
+            ),
+            'b' => return Err(device("boot ID")),
+            'B' => return Err(device("BUILD_ID from the device's os-release")),
+            'H' => return Err(device("host name")),
+            'l' => return Err(device("short host name")),
+            'q' => return Err(device("pretty host name")),
+            'm' => return Err(device("machine ID")),
+            'o' => return Err(device("ID from the device's os-release")),
+            'v' => return Err(device("running kernel release")),
+            'w' => return Err(device("VERSION_ID from the device's os-release")),
+            'W' => return Err(device("VARIANT_ID from the device's os-release")),
+            'T' => return Err(device("temporary directory")),
+            'V' => return Err(device("/var/tmp directory")),
+            s if s.is_ascii_alphanumeric() => {
+                return Err(SpecifierProblem::Unknown { specifier: s })
+            }
+            // Not a possible specifier: kept as written.
+            s => {
+                out.push('%');
+                out.push(s);
+            }
+        }
+    }
+    if out.len() > max {
+        return Err(SpecifierProblem::TooLong {
+            len: out.len(),
+            max,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transfer::testutil::spec;
+
+    #[test]
+    fn expand_specifiers_edge_cases() {
+        // A trailing stray '%' stays.
+        assert_eq!(expand_specifiers("a%", &spec(), 255).unwrap(), "a%");
+        assert_eq!(
+            expand_specifiers(&"a".repeat(256), &spec(), 255),
+            Err(SpecifierProblem::TooLong { len: 256, max: 255 })
+        );
+        assert!(matches!(
+            expand_specifiers("%a", &Specifiers::default(), 255),
+            Err(SpecifierProblem::NotGiven { specifier: 'a', .. })
+        ));
+        let full = Specifiers {
+            arch: "arm64".into(),
+            image_version: Some("7".into()),
+            image_id: Some("appliance".into()),
+        };
+        assert_eq!(
+            expand_specifiers("%M_%A_%a", &full, 255).unwrap(),
+            "appliance_7_arm64"
+        );
+    }
+}
