@@ -21,16 +21,13 @@ use thiserror::Error;
 use crate::arch::Arch;
 use crate::fault;
 use crate::hash::{self, Digest};
-use crate::manifest::{self, Date, Manifest};
+use crate::manifest::{self, Date, Manifest, MANIFEST, PENDING_SIGNATURE, SIGNATURE};
 use crate::signing::{Keyring, SecretKey, SignOptions, SignatureInfo, VerifyError};
 use crate::stage::Payload;
 use crate::store::{FileInfo, Store, StoreError};
 use crate::transfer::{self, Transfer};
 use crate::ui::Ui;
 use crate::version;
-
-pub const MANIFEST: &str = "SHA256SUMS";
-pub const SIGNATURE: &str = "SHA256SUMS.gpg";
 
 #[derive(Debug, Error)]
 pub enum ChannelError {
@@ -72,7 +69,7 @@ pub struct ArchState {
     /// The signature verified but has expired; writes re-sign it anyway.
     pub expired: bool,
     /// SHA256SUMS verifies only with the signature a remote commit parks in
-    /// `store::PENDING_SIGNATURE`: that commit was interrupted between the
+    /// `manifest::PENDING_SIGNATURE`: that commit was interrupted between the
     /// manifest and its signature. Devices refuse the arch until the next
     /// write of it (any release, yank, refresh) finishes the commit.
     pub interrupted: bool,
@@ -143,7 +140,7 @@ fn verify_accepting_expiry(
 }
 
 /// The signature of an interrupted remote commit, when it is the one that
-/// verifies `manifest` (see `store::PENDING_SIGNATURE`), and whether it expired.
+/// verifies `manifest` (see `manifest::PENDING_SIGNATURE`), and whether it expired.
 pub fn pending_signature(
     store: &dyn Store,
     keyring: &Keyring,
@@ -152,7 +149,7 @@ pub fn pending_signature(
     now: SystemTime,
 ) -> Result<Option<(SignatureInfo, bool)>, ChannelError> {
     Ok(store
-        .get(arch, crate::store::PENDING_SIGNATURE)?
+        .get(arch, PENDING_SIGNATURE)?
         .and_then(|sig| verify_accepting_expiry(keyring, manifest, &sig, now).ok()))
 }
 

@@ -7,8 +7,7 @@
 mod common;
 mod hosting;
 
-use sysupdate_publish::config::StoreLocation;
-use sysupdate_publish::store::{self, StoreError};
+use sysupdate_publish::store::{self, StoreError, StoreLocation};
 
 #[test]
 fn s3_second_writer_of_the_same_manifest_version_loses_cleanly() {

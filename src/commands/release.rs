@@ -17,7 +17,6 @@ use crate::ledger::{Action, Ledger};
 use crate::operations;
 use crate::signing::SignOptions;
 use crate::stage;
-use crate::store;
 
 /// Test-only: overrides the signature creation time (RFC 3339), so tests can
 /// make signatures that have already expired. Never set it in production.
@@ -143,7 +142,7 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
     let config = ctx.config()?;
     let ui = &ctx.ui;
     let (key, keyring) = load_keys(&config, ui)?;
-    let store = store::open_channel(&config.channel);
+    let store = config.channel.open_store();
     let now = signing_time()?;
     let (ledger, _) = load_ledger(store.as_ref(), &keyring)?;
     let settings = Settings {

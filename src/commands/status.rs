@@ -6,10 +6,10 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::{human_bytes, rfc3339, Ctx, Outcome};
-use crate::channel::{self, MANIFEST, SIGNATURE};
+use crate::channel;
 use crate::cli::StatusArgs;
 use crate::hash;
-use crate::manifest;
+use crate::manifest::{self, MANIFEST, SIGNATURE};
 use crate::signing::Keyring;
 use crate::store::{self, Store};
 use crate::transfer;
@@ -86,7 +86,7 @@ fn arch_status(
                 Some((info, _)) => {
                     st.problems.push(format!(
                         "interrupted commit: SHA256SUMS verifies only with {}; devices refuse it until the next release, yank or refresh finishes the commit (or a commit is in progress right now)",
-                        crate::store::PENDING_SIGNATURE
+                        crate::manifest::PENDING_SIGNATURE
                     ));
                     Ok(info)
                 }

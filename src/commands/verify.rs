@@ -8,22 +8,14 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::{rfc3339, Ctx, Outcome, UsageError};
-use crate::channel::{self, MANIFEST, SIGNATURE};
+use crate::channel;
 use crate::cli::VerifyArgs;
 use crate::hash;
 use crate::http::{Http, Response};
-use crate::manifest;
+use crate::manifest::{self, MANIFEST, SIGNATURE, SIGNATURE_FALLBACKS};
 use crate::signing::Keyring;
 use crate::store;
 use crate::transfer;
-
-/// Signature names systemd 258+ asks for before SHA256SUMS.gpg; anything but
-/// a 404 for them makes the device give up.
-const FALLBACK_NAMES: [&str; 3] = [
-    "SHA256SUMS.sha256.asc",
-    "SHA256SUMS.sha256.gpg",
-    "SHA256SUMS.asc",
-];
 
 #[derive(Serialize, Default)]
 struct ArchCheck {
@@ -134,7 +126,7 @@ fn check_arch(
         }
         check_cache(name, r, false, &mut c);
     }
-    for name in FALLBACK_NAMES {
+    for name in SIGNATURE_FALLBACKS {
         let r = fetch(name)?;
         if r.status != 404 {
             c.problems.push(format!(
@@ -255,7 +247,7 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
             ))
         })?;
     let keyring = Keyring::load(&config.signing.keyring)?;
-    let store = store::open_channel(&config.channel);
+    let store = config.channel.open_store();
     let http = Http::new(args.ca.as_deref())?;
     let arches = if args.arches.is_empty() {
         store.arches()?

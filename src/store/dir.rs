@@ -22,8 +22,10 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::{FileInfo, Lock, Source, Store, StoreError};
+use super::{FileInfo, Lock, Store, StoreError};
 use crate::hash::{self, Digest};
+use crate::manifest::{MANIFEST, SIGNATURE};
+use crate::payload::Source;
 
 pub struct DirStore {
     root: PathBuf,
@@ -210,7 +212,7 @@ impl Store for DirStore {
         let pool = self.pool(arch);
         let path = pool.join(name);
         match hash_path(&path, &mut |_| {})? {
-            Some((existing, _)) if existing == source.stored_digest()? => Ok(()),
+            Some((existing, _)) if existing == super::stored_digest(source)? => Ok(()),
             Some((existing, _)) => Err(StoreError::Conflict {
                 path,
                 existing: hash::to_hex(&existing),
@@ -247,10 +249,7 @@ impl Store for DirStore {
                     .map_err(StoreError::io("linking payload", &src))?;
             }
         }
-        for (name, bytes) in [
-            (crate::channel::MANIFEST, manifest),
-            (crate::channel::SIGNATURE, signature),
-        ] {
+        for (name, bytes) in [(MANIFEST, manifest), (SIGNATURE, signature)] {
             write_atomic(&tmp, name, &mut |w| {
                 w.write_all(bytes)?;
                 Ok(bytes.len() as u64)

@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{FileInfo, Lock, Options, Source, Store, StoreError, PENDING_SIGNATURE};
-use crate::channel::{MANIFEST, SIGNATURE};
+use super::{FileInfo, Lock, Options, Store, StoreError};
 use crate::fault;
 use crate::hash::Digest;
+use crate::manifest::{MANIFEST, PENDING_SIGNATURE, SIGNATURE};
+use crate::payload::Source;
 
 /// What a failed request means for the protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -361,7 +362,7 @@ impl RemoteStore {
     fn existing(&self, arch: &str, name: &str, source: &Source) -> Result<(), StoreError> {
         let theirs = self.payload_hash(arch, name, &mut |_| {})?;
         match theirs {
-            Some((h, size)) if h == source.stored_digest()? && size == source.size => Ok(()),
+            Some((h, size)) if h == super::stored_digest(source)? && size == source.size => Ok(()),
             Some((h, _)) => Err(StoreError::Conflict {
                 path: self.backend().url(&key(arch, name)).into(),
                 existing: crate::hash::to_hex(&h),
@@ -514,7 +515,7 @@ impl Store for RemoteStore {
         }
         // Verify what the server now serves under the name. The upload
         // learned the hash if staging left it for the upload.
-        let sha256 = source.stored_digest()?;
+        let sha256 = super::stored_digest(source)?;
         let problem = match self.shared.head(&k)? {
             None => Some("it is not there after the upload".to_string()),
             Some(h) if h.size != source.size => Some(format!(

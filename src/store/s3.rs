@@ -28,8 +28,8 @@ use object_store::{
 };
 
 use super::remote::{self, Backend, Cache, Cond, Entry, Failure, Head, Kind, Op, Versioned};
-use super::Source;
 use crate::hash::{self, Digest};
+use crate::payload::Source;
 
 /// Multipart part size: large enough for few requests, small enough that
 /// parallel uploads stay well under 200 MiB of memory.

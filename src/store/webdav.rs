@@ -30,8 +30,8 @@ use tokio::io::AsyncReadExt;
 use url::Url;
 
 use super::remote::{self, Backend, Cache, Cond, Entry, Failure, Head, Kind, Op, Versioned};
-use super::Source;
 use crate::hash::Digest;
+use crate::payload::Source;
 
 pub const USER_ENV: &str = "SYSUPDATE_PUBLISH_WEBDAV_USER";
 pub const PASSWORD_ENV: &str = "SYSUPDATE_PUBLISH_WEBDAV_PASSWORD";
@@ -279,7 +279,7 @@ fn etag(resp: &Response) -> Option<String> {
 fn body(source: &Source, failed: Arc<Mutex<Option<String>>>) -> reqwest::Body {
     struct State {
         file: Option<tokio::fs::File>,
-        checker: super::Checker,
+        checker: crate::payload::Checker,
         source: Source,
     }
     let state = State {
