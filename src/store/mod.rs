@@ -216,11 +216,11 @@ pub fn open_with(location: &StoreLocation, options: &Options) -> Box<dyn Store> 
         }
         StoreLocation::S3 { bucket, prefix } => {
             s3::S3::new(bucket, prefix, options.parallel_uploads)
-                .map(|b| Box::new(b) as Box<dyn remote::Backend>)
+                .map(|b| Box::new(b) as Box<dyn remote::backend::Backend>)
                 .map_err(|m| (format!("s3://{bucket}/{prefix}"), m))
         }
         StoreLocation::WebDav { url, ca } => webdav::WebDav::new(url, ca.as_deref())
-            .map(|b| Box::new(b) as Box<dyn remote::Backend>)
+            .map(|b| Box::new(b) as Box<dyn remote::backend::Backend>)
             .map_err(|m| (format!("webdav+{url}"), m)),
     };
     match remote {
