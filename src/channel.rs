@@ -80,7 +80,7 @@ pub struct ArchState {
 pub fn read_arch(
     store: &dyn Store,
     keyring: &Keyring,
-    arch: &str,
+    arch: Arch,
     now: SystemTime,
 ) -> Result<ArchState, ChannelError> {
     let files = store.list(arch)?;
@@ -144,7 +144,7 @@ fn verify_accepting_expiry(
 pub fn pending_signature(
     store: &dyn Store,
     keyring: &Keyring,
-    arch: &str,
+    arch: Arch,
     manifest: &[u8],
     now: SystemTime,
 ) -> Result<Option<(SignatureInfo, bool)>, ChannelError> {
@@ -183,7 +183,7 @@ pub struct Upload {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ArchPlan {
-    pub arch: String,
+    pub arch: Arch,
     /// Same version, same bytes: nothing to do here.
     pub already_published: bool,
     pub added: Vec<String>,
@@ -215,7 +215,7 @@ impl ArchPlan {
             let digest = match p.sha256.get() {
                 Some(d) => d,
                 None if hash_missing => p.digest().map_err(|source| ChannelError::Payload {
-                    arch: self.arch.clone(),
+                    arch: self.arch.to_string(),
                     source,
                 })?,
                 None => continue,
@@ -394,7 +394,7 @@ fn plan_arch(
     version: &str,
     opts: ReleaseOptions,
 ) -> Result<ArchPlan, ChannelError> {
-    let arch = input.arch.systemd();
+    let arch = input.arch;
     let old = &input.state.manifest;
     let digest = |p: &Payload| {
         p.digest().map_err(|source| ChannelError::Payload {
@@ -409,7 +409,7 @@ fn plan_arch(
         .iter()
         .find(|v| version::compare(&v.version, version).is_eq());
     let mut plan = ArchPlan {
-        arch: arch.to_string(),
+        arch,
         already_published: false,
         added: vec![],
         kept: vec![],
@@ -560,7 +560,7 @@ pub fn apply_release(
         .iter()
         .filter(|a| !a.already_published || a.interrupted_commit);
     for arch in to_commit {
-        write_signed_manifest(store, &arch.arch, &arch.manifest, key, keyring, sign)?;
+        write_signed_manifest(store, arch.arch, &arch.manifest, key, keyring, sign)?;
         if arch.already_published {
             ui.info(format!("{}: finished the interrupted commit", arch.arch));
         } else {
@@ -573,13 +573,13 @@ pub fn apply_release(
     }
     for arch in &plan.arches {
         for name in &arch.deletions {
-            store.delete(&arch.arch, name)?;
+            store.delete(arch.arch, name)?;
             ui.detail(format!("{}: deleted {name}", arch.arch));
             fault::point("payload deleted");
         }
         let mut keep = referenced(&arch.manifest);
         keep.extend(arch.retain.iter().map(String::as_str));
-        store.cleanup(&arch.arch, &keep)?;
+        store.cleanup(arch.arch, &keep)?;
     }
     Ok(())
 }
@@ -590,7 +590,7 @@ pub fn apply_release(
 fn upload_payloads(store: &dyn Store, plan: &ReleasePlan, ui: &Ui) -> Result<(), ChannelError> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
-    let jobs: Vec<(&str, &Payload)> = plan
+    let jobs: Vec<(Arch, &Payload)> = plan
         .arches
         .iter()
         .flat_map(|a| {
@@ -600,7 +600,7 @@ fn upload_payloads(store: &dyn Store, plan: &ReleasePlan, ui: &Ui) -> Result<(),
                     .iter()
                     .find(|p| p.name == up.name)
                     .expect("upload comes from a payload");
-                (a.arch.as_str(), p)
+                (a.arch, p)
             })
         })
         .collect();
@@ -663,7 +663,7 @@ fn describe_versions(a: &ArchPlan) -> String {
 /// signature with the device keyring first so we never publish one devices refuse.
 pub fn write_signed_manifest(
     store: &dyn Store,
-    arch: &str,
+    arch: Arch,
     manifest: &Manifest,
     key: &SecretKey,
     keyring: &Keyring,

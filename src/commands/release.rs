@@ -194,7 +194,7 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
         let version =
             channel::version_of_names(*arch, &transfers, &checks, &crate::ui::Ui::silent())?;
         refuse_withdrawn(&ledger, &version, args.unyank)?;
-        let state = channel::read_arch(store.as_ref(), &keyring, arch.systemd(), now)?;
+        let state = channel::read_arch(store.as_ref(), &keyring, *arch, now)?;
         prepared.push((*arch, transfers, state, files));
     }
 
@@ -251,7 +251,7 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
         let lock = store.lock()?;
         let (mut ledger, ledger_bytes) = load_ledger(store.as_ref(), &keyring)?;
         for input in &mut inputs {
-            input.state = channel::read_arch(store.as_ref(), &keyring, input.arch.systemd(), now)?;
+            input.state = channel::read_arch(store.as_ref(), &keyring, input.arch, now)?;
             if input.state.expired {
                 ui.warn(format!(
                     "{}: the published signature has expired; this release re-signs it",
@@ -263,7 +263,8 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
         refuse_withdrawn(&ledger, &plan.version, args.unyank)?;
         for a in &mut plan.arches {
             let published: Vec<String> = a.added.iter().chain(&a.kept).cloned().collect();
-            a.retain = operations::retained(&ledger, &a.arch, &published, config.channel.keep);
+            a.retain =
+                operations::retained(&ledger, a.arch.systemd(), &published, config.channel.keep);
         }
         print_plan(ui, &plan);
         if plan.is_noop() {

@@ -8,6 +8,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::{rfc3339, Ctx, Outcome, UsageError};
+use crate::arch::Arch;
 use crate::channel;
 use crate::cli::VerifyArgs;
 use crate::hash;
@@ -89,7 +90,7 @@ fn check_cache(what: &str, r: &Response, immutable: bool, c: &mut ArchCheck) {
 fn check_arch(
     http: &Http,
     base: &str,
-    arch: &str,
+    arch: Arch,
     keyring: &Keyring,
     keyring_path: &Path,
     transfers_dir: &Path,
@@ -164,7 +165,7 @@ fn check_arch(
             return Ok(c);
         }
     };
-    let transfers = channel::load_transfers(transfers_dir, arch)?;
+    let transfers = channel::load_transfers(transfers_dir, arch.systemd())?;
     let cl = transfer::classify(&transfers, m.entries.keys().map(String::as_str));
     for v in &cl.versions {
         if !v.is_complete() {
@@ -252,13 +253,16 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
     let arches = if args.arches.is_empty() {
         store.arches()?
     } else {
-        args.arches.clone()
+        args.arches
+            .iter()
+            .map(|a| Arch::parse(a).map_err(|e| UsageError(format!("--arch: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?
     };
     if arches.is_empty() {
         return Err(UsageError("the store has no architectures; pass --arch".into()).into());
     }
     let mut checks = Vec::new();
-    for arch in &arches {
+    for &arch in &arches {
         let c = check_arch(
             &http,
             &base,

@@ -23,6 +23,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{FileInfo, Lock, Store, StoreError};
+use crate::arch::Arch;
 use crate::hash::{self, Digest};
 use crate::manifest::{MANIFEST, SIGNATURE};
 use crate::payload::Source;
@@ -59,12 +60,12 @@ impl DirStore {
         }
     }
 
-    fn pool(&self, arch: &str) -> PathBuf {
-        self.root.join(PAYLOADS).join(arch)
+    fn pool(&self, arch: Arch) -> PathBuf {
+        self.root.join(PAYLOADS).join(arch.systemd())
     }
 
-    fn generations(&self, arch: &str) -> PathBuf {
-        self.root.join(GENERATIONS).join(arch)
+    fn generations(&self, arch: Arch) -> PathBuf {
+        self.root.join(GENERATIONS).join(arch.systemd())
     }
 
     fn temp_name(name: &str) -> String {
@@ -72,8 +73,8 @@ impl DirStore {
     }
 
     /// The current generation number, from the arch symlink.
-    fn current(&self, arch: &str) -> Result<Option<u64>, StoreError> {
-        let link = self.root.join(arch);
+    fn current(&self, arch: Arch) -> Result<Option<u64>, StoreError> {
+        let link = self.root.join(arch.systemd());
         match fs::symlink_metadata(&link) {
             Err(e) if not_found(&e) => return Ok(None),
             Err(e) => return Err(StoreError::io("reading", &link)(e)),
@@ -181,17 +182,17 @@ impl Store for DirStore {
         Ok(Box::new(FlockGuard { _file: f }))
     }
 
-    fn arches(&self) -> Result<Vec<String>, StoreError> {
-        let mut out: Vec<String> = read_dir_names(&self.root)?
+    fn arches(&self) -> Result<Vec<Arch>, StoreError> {
+        let mut out: Vec<Arch> = read_dir_names(&self.root)?
             .into_iter()
-            .filter(|(name, meta)| !name.starts_with('.') && meta.is_dir())
-            .map(|(name, _)| name)
+            .filter(|(name, meta)| Arch::is_arch_dir(name) && meta.is_dir())
+            .filter_map(|(name, _)| Arch::parse(&name).ok())
             .collect();
         out.sort();
         Ok(out)
     }
 
-    fn list(&self, arch: &str) -> Result<BTreeMap<String, FileInfo>, StoreError> {
+    fn list(&self, arch: Arch) -> Result<BTreeMap<String, FileInfo>, StoreError> {
         Ok(read_dir_names(&self.pool(arch))?
             .into_iter()
             .filter(|(name, meta)| !name.starts_with(TEMP_PREFIX) && meta.is_file())
@@ -199,8 +200,8 @@ impl Store for DirStore {
             .collect())
     }
 
-    fn get(&self, arch: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let path = self.root.join(arch).join(name);
+    fn get(&self, arch: Arch, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.root.join(arch.systemd()).join(name);
         match fs::read(&path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if not_found(&e) => Ok(None),
@@ -208,7 +209,7 @@ impl Store for DirStore {
         }
     }
 
-    fn put_payload(&self, arch: &str, name: &str, source: &Source) -> Result<(), StoreError> {
+    fn put_payload(&self, arch: Arch, name: &str, source: &Source) -> Result<(), StoreError> {
         let pool = self.pool(arch);
         let path = pool.join(name);
         match hash_path(&path, &mut |_| {})? {
@@ -223,7 +224,7 @@ impl Store for DirStore {
 
     fn commit(
         &self,
-        arch: &str,
+        arch: Arch,
         manifest: &[u8],
         signature: &[u8],
         names: &[&str],
@@ -259,13 +260,15 @@ impl Store for DirStore {
         sync_dir(&gens).map_err(StoreError::io("syncing", &gens))?;
         crate::fault::point("generation built");
         // The switch: one rename of a symlink makes the new state visible.
-        let link_tmp = self.root.join(Self::temp_name(arch));
+        let link_tmp = self.root.join(Self::temp_name(arch.systemd()));
         let _ = fs::remove_file(&link_tmp);
-        let target = Path::new(GENERATIONS).join(arch).join(next.to_string());
+        let target = Path::new(GENERATIONS)
+            .join(arch.systemd())
+            .join(next.to_string());
         std::os::unix::fs::symlink(&target, &link_tmp)
-            .and_then(|_| fs::rename(&link_tmp, self.root.join(arch)))
+            .and_then(|_| fs::rename(&link_tmp, self.root.join(arch.systemd())))
             .and_then(|_| sync_dir(&self.root))
-            .map_err(StoreError::io("switching", &self.root.join(arch)))
+            .map_err(StoreError::io("switching", &self.root.join(arch.systemd())))
     }
 
     fn get_channel_file(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -290,7 +293,7 @@ impl Store for DirStore {
         })
     }
 
-    fn delete(&self, arch: &str, name: &str) -> Result<(), StoreError> {
+    fn delete(&self, arch: Arch, name: &str) -> Result<(), StoreError> {
         let path = self.pool(arch).join(name);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -301,7 +304,7 @@ impl Store for DirStore {
 
     /// The flock guarantees no other publisher is mid-upload, so every pool
     /// file the current manifest does not name is a leftover.
-    fn cleanup(&self, arch: &str, keep: &BTreeSet<&str>) -> Result<(), StoreError> {
+    fn cleanup(&self, arch: Arch, keep: &BTreeSet<&str>) -> Result<(), StoreError> {
         let current = self.current(arch)?.map(|n| n.to_string());
         let gens = self.generations(arch);
         for (name, meta) in read_dir_names(&gens)? {
@@ -321,7 +324,7 @@ impl Store for DirStore {
 
     fn payload_hash(
         &self,
-        arch: &str,
+        arch: Arch,
         name: &str,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Option<(Digest, u64)>, StoreError> {
@@ -330,11 +333,11 @@ impl Store for DirStore {
 
     fn hash(
         &self,
-        arch: &str,
+        arch: Arch,
         name: &str,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Option<(Digest, u64)>, StoreError> {
-        hash_path(&self.root.join(arch).join(name), progress)
+        hash_path(&self.root.join(arch.systemd()).join(name), progress)
     }
 
     fn parallel_uploads(&self) -> usize {

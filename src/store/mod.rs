@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::arch::Arch;
 use crate::hash::Digest;
 use crate::payload::Source;
 pub use location::{InvalidLocation, StoreLocation};
@@ -103,35 +104,46 @@ pub trait Store: Send + Sync {
     /// Takes the publisher lock, waiting for it.
     fn lock(&self) -> Result<Box<dyn Lock>, StoreError>;
 
-    /// Architecture directories present in the channel.
-    fn arches(&self) -> Result<Vec<String>, StoreError>;
+    /// Architecture directories present in the channel: top-level
+    /// directories named as a systemd architecture, sorted. Anything else
+    /// there (`docs/`, hidden directories) belongs to someone else and is
+    /// left out, not an error.
+    fn arches(&self) -> Result<Vec<Arch>, StoreError>;
 
     /// The payloads stored for one architecture (uploaded, whether or not a
     /// manifest names them yet), by name; never temporaries or manifests.
-    fn list(&self, arch: &str) -> Result<BTreeMap<String, FileInfo>, StoreError>;
+    fn list(&self, arch: Arch) -> Result<BTreeMap<String, FileInfo>, StoreError>;
+
+    /// The files devices can fetch in the arch directory right now, with
+    /// their sizes; never SHA256SUMS, its signature, hidden or scratch names.
+    /// Where payloads are served from where they are uploaded, that is
+    /// [`Store::list`].
+    fn served(&self, arch: Arch) -> Result<BTreeMap<String, FileInfo>, StoreError> {
+        self.list(arch)
+    }
 
     /// Reads a small file as devices see it (manifest, signature); `None` when absent.
     /// Remote backends remember the version of SHA256SUMS they return here:
     /// the next `commit` of that arch is conditional on it still being current.
-    fn get(&self, arch: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn get(&self, arch: Arch, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Uploads a payload under `name`, create-only: an existing file with the
     /// same hash is fine (resume), a different one is a Conflict. Verified
     /// after upload (size, and hash where the backend can).
-    fn put_payload(&self, arch: &str, name: &str, source: &Source) -> Result<(), StoreError>;
+    fn put_payload(&self, arch: Arch, name: &str, source: &Source) -> Result<(), StoreError>;
 
     /// Makes a new SHA256SUMS and its signature visible to devices, with every
     /// payload the manifest names. `names` are those payloads.
     fn commit(
         &self,
-        arch: &str,
+        arch: Arch,
         manifest: &[u8],
         signature: &[u8],
         names: &[&str],
     ) -> Result<(), StoreError>;
 
     /// Deletes a payload no manifest names any more; absent is fine.
-    fn delete(&self, arch: &str, name: &str) -> Result<(), StoreError>;
+    fn delete(&self, arch: Arch, name: &str) -> Result<(), StoreError>;
 
     /// Reads a channel-level file beside the arch directories (the ledger).
     fn get_channel_file(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -148,7 +160,7 @@ pub trait Store: Send + Sync {
 
     /// Removes what earlier commits or interrupted runs left behind, keeping
     /// the payloads in `keep`; called only after every arch is committed.
-    fn cleanup(&self, _arch: &str, _keep: &BTreeSet<&str>) -> Result<(), StoreError> {
+    fn cleanup(&self, _arch: Arch, _keep: &BTreeSet<&str>) -> Result<(), StoreError> {
         Ok(())
     }
 
@@ -156,7 +168,7 @@ pub trait Store: Send + Sync {
     /// absent. May answer from what the upload recorded (S3 metadata).
     fn payload_hash(
         &self,
-        arch: &str,
+        arch: Arch,
         name: &str,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Option<(Digest, u64)>, StoreError> {
@@ -166,7 +178,7 @@ pub trait Store: Send + Sync {
     /// Hashes a file as devices see it (reading every byte); `None` when absent.
     fn hash(
         &self,
-        arch: &str,
+        arch: Arch,
         name: &str,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Option<(Digest, u64)>, StoreError>;
@@ -251,22 +263,22 @@ impl Store for Unavailable {
     fn lock(&self) -> Result<Box<dyn Lock>, StoreError> {
         self.err()
     }
-    fn arches(&self) -> Result<Vec<String>, StoreError> {
+    fn arches(&self) -> Result<Vec<Arch>, StoreError> {
         self.err()
     }
-    fn list(&self, _: &str) -> Result<BTreeMap<String, FileInfo>, StoreError> {
+    fn list(&self, _: Arch) -> Result<BTreeMap<String, FileInfo>, StoreError> {
         self.err()
     }
-    fn get(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    fn get(&self, _: Arch, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.err()
     }
-    fn put_payload(&self, _: &str, _: &str, _: &Source) -> Result<(), StoreError> {
+    fn put_payload(&self, _: Arch, _: &str, _: &Source) -> Result<(), StoreError> {
         self.err()
     }
-    fn commit(&self, _: &str, _: &[u8], _: &[u8], _: &[&str]) -> Result<(), StoreError> {
+    fn commit(&self, _: Arch, _: &[u8], _: &[u8], _: &[&str]) -> Result<(), StoreError> {
         self.err()
     }
-    fn delete(&self, _: &str, _: &str) -> Result<(), StoreError> {
+    fn delete(&self, _: Arch, _: &str) -> Result<(), StoreError> {
         self.err()
     }
     fn get_channel_file(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -277,7 +289,7 @@ impl Store for Unavailable {
     }
     fn hash(
         &self,
-        _: &str,
+        _: Arch,
         _: &str,
         _: &mut dyn FnMut(u64),
     ) -> Result<Option<(Digest, u64)>, StoreError> {

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use backend::{Backend, Cache, Cond, Failure, Head, Kind, Op};
 
 use super::{FileInfo, Lock, Options, Store, StoreError};
+use crate::arch::Arch;
 use crate::fault;
 use crate::hash::Digest;
 use crate::manifest::{MANIFEST, PENDING_SIGNATURE, SIGNATURE};
@@ -85,8 +86,8 @@ impl Shared {
     }
 }
 
-fn key(arch: &str, name: &str) -> String {
-    format!("{arch}/{name}")
+fn key(arch: Arch, name: &str) -> String {
+    format!("{}/{name}", arch.systemd())
 }
 
 pub(crate) struct RemoteStore {
@@ -111,7 +112,7 @@ impl RemoteStore {
     }
 
     /// A payload already at `key`: fine when it has the same bytes.
-    fn existing(&self, arch: &str, name: &str, source: &Source) -> Result<(), StoreError> {
+    fn existing(&self, arch: Arch, name: &str, source: &Source) -> Result<(), StoreError> {
         let theirs = self.payload_hash(arch, name, &mut |_| {})?;
         match theirs {
             Some((h, size)) if h == super::stored_digest(source)? && size == source.size => Ok(()),
@@ -194,21 +195,21 @@ impl Store for RemoteStore {
         lock::acquire(self.shared.clone())
     }
 
-    fn arches(&self) -> Result<Vec<String>, StoreError> {
+    fn arches(&self) -> Result<Vec<Arch>, StoreError> {
         let entries = self.shared.run(Op::List, "", || self.backend().list(""))?;
-        let mut out: Vec<String> = entries
+        let mut out: Vec<Arch> = entries
             .into_iter()
-            .filter(|e| e.dir && !e.name.starts_with('.'))
-            .map(|e| e.name)
+            .filter(|e| e.dir && Arch::is_arch_dir(&e.name))
+            .filter_map(|e| Arch::parse(&e.name).ok())
             .collect();
         out.sort();
         Ok(out)
     }
 
-    fn list(&self, arch: &str) -> Result<BTreeMap<String, FileInfo>, StoreError> {
-        let entries = self
-            .shared
-            .run(Op::List, arch, || self.backend().list(arch))?;
+    fn list(&self, arch: Arch) -> Result<BTreeMap<String, FileInfo>, StoreError> {
+        let entries = self.shared.run(Op::List, arch.systemd(), || {
+            self.backend().list(arch.systemd())
+        })?;
         Ok(entries
             .into_iter()
             .filter(|e| {
@@ -218,7 +219,7 @@ impl Store for RemoteStore {
             .collect())
     }
 
-    fn get(&self, arch: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    fn get(&self, arch: Arch, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let k = key(arch, name);
         if name == MANIFEST {
             return self.get_versioned(&k);
@@ -229,7 +230,7 @@ impl Store for RemoteStore {
             .map(|(b, _)| b))
     }
 
-    fn put_payload(&self, arch: &str, name: &str, source: &Source) -> Result<(), StoreError> {
+    fn put_payload(&self, arch: Arch, name: &str, source: &Source) -> Result<(), StoreError> {
         let k = key(arch, name);
         if self.shared.head(&k)?.is_some() {
             return self.existing(arch, name, source);
@@ -268,7 +269,7 @@ impl Store for RemoteStore {
 
     fn commit(
         &self,
-        arch: &str,
+        arch: Arch,
         manifest: &[u8],
         signature: &[u8],
         names: &[&str],
@@ -340,7 +341,7 @@ impl Store for RemoteStore {
         self.put_conditional(name, bytes, &cond)
     }
 
-    fn delete(&self, arch: &str, name: &str) -> Result<(), StoreError> {
+    fn delete(&self, arch: Arch, name: &str) -> Result<(), StoreError> {
         let k = key(arch, name);
         self.shared
             .run(Op::Delete, &k, || self.backend().delete(&k))?;
@@ -351,10 +352,10 @@ impl Store for RemoteStore {
     /// Under the publisher lock nobody else is mid-upload, so every payload
     /// the manifest does not name, upload temporaries and a pending
     /// signature are leftovers.
-    fn cleanup(&self, arch: &str, keep: &BTreeSet<&str>) -> Result<(), StoreError> {
-        let entries = self
-            .shared
-            .run(Op::List, arch, || self.backend().list(arch))?;
+    fn cleanup(&self, arch: Arch, keep: &BTreeSet<&str>) -> Result<(), StoreError> {
+        let entries = self.shared.run(Op::List, arch.systemd(), || {
+            self.backend().list(arch.systemd())
+        })?;
         for e in entries.iter().filter(|e| !e.dir) {
             let unnamed = !e.name.starts_with('.')
                 && e.name != MANIFEST
@@ -368,13 +369,14 @@ impl Store for RemoteStore {
         let pending = key(arch, PENDING_SIGNATURE);
         self.shared
             .run(Op::Delete, &pending, || self.backend().delete(&pending))?;
-        self.shared
-            .run(Op::Delete, arch, || self.backend().clear_scratch(arch))
+        self.shared.run(Op::Delete, arch.systemd(), || {
+            self.backend().clear_scratch(arch.systemd())
+        })
     }
 
     fn payload_hash(
         &self,
-        arch: &str,
+        arch: Arch,
         name: &str,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Option<(Digest, u64)>, StoreError> {
@@ -399,7 +401,7 @@ impl Store for RemoteStore {
 
     fn hash(
         &self,
-        arch: &str,
+        arch: Arch,
         name: &str,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Option<(Digest, u64)>, StoreError> {
