@@ -579,7 +579,7 @@ pub fn apply_release(
         }
         let mut keep = referenced(&arch.manifest);
         keep.extend(arch.retain.iter().map(String::as_str));
-        store.cleanup(arch.arch, &keep)?;
+        delete_unkept(store, arch.arch, &keep)?;
     }
     Ok(())
 }
@@ -698,6 +698,24 @@ pub fn best_before(now: SystemTime, lifetime: Duration) -> Date {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     Date::from_unix(secs)
+}
+
+/// Deletes every stored payload of `arch` not in `keep`, then the store's
+/// scratch. This is what the store used to decide by itself; it stays here
+/// until the channel layer plans deletions from the history (only names
+/// this tool published).
+pub fn delete_unkept(
+    store: &dyn Store,
+    arch: Arch,
+    keep: &BTreeSet<&str>,
+) -> Result<(), StoreError> {
+    for name in store.list(arch)?.into_keys() {
+        if !keep.contains(name.as_str()) {
+            store.delete(arch, &name)?;
+            fault::point("leftover deleted");
+        }
+    }
+    store.clear_scratch(arch)
 }
 
 /// Names referenced by a manifest, for "unreferenced file" checks.

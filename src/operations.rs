@@ -352,7 +352,7 @@ pub fn cleanup(
         if let Some(extra) = keep.get(c.arch.systemd()) {
             names.extend(extra.iter().map(String::as_str));
         }
-        store.cleanup(c.arch, &names)?;
+        channel::delete_unkept(store, c.arch, &names)?;
     }
     Ok(())
 }

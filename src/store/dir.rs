@@ -16,7 +16,7 @@
 //! Every file is written to a temporary, fsynced, then renamed. A flock on
 //! `.sysupdate-publish.lock` serialises concurrent publishers.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -302,9 +302,9 @@ impl Store for DirStore {
         }
     }
 
-    /// The flock guarantees no other publisher is mid-upload, so every pool
-    /// file the current manifest does not name is a leftover.
-    fn cleanup(&self, arch: Arch, keep: &BTreeSet<&str>) -> Result<(), StoreError> {
+    /// Generations other than the current one and upload temporaries; the
+    /// flock guarantees no other publisher is building or uploading them.
+    fn clear_scratch(&self, arch: Arch) -> Result<(), StoreError> {
         let current = self.current(arch)?.map(|n| n.to_string());
         let gens = self.generations(arch);
         for (name, meta) in read_dir_names(&gens)? {
@@ -313,10 +313,11 @@ impl Store for DirStore {
                 fs::remove_dir_all(&path).map_err(StoreError::io("removing", &path))?;
             }
         }
-        for (name, _) in read_dir_names(&self.pool(arch))? {
-            if !keep.contains(name.as_str()) {
-                self.delete(arch, &name)?;
-                crate::fault::point("leftover deleted");
+        let pool = self.pool(arch);
+        for (name, meta) in read_dir_names(&pool)? {
+            if name.starts_with(TEMP_PREFIX) && meta.is_file() {
+                let path = pool.join(&name);
+                fs::remove_file(&path).map_err(StoreError::io("removing", &path))?;
             }
         }
         Ok(())

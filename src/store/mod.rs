@@ -17,7 +17,7 @@ mod remote;
 pub mod s3;
 pub mod webdav;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -158,11 +158,12 @@ pub trait Store: Send + Sync {
         previous: Option<&[u8]>,
     ) -> Result<(), StoreError>;
 
-    /// Removes what earlier commits or interrupted runs left behind, keeping
-    /// the payloads in `keep`; called only after every arch is committed.
-    fn cleanup(&self, _arch: Arch, _keep: &BTreeSet<&str>) -> Result<(), StoreError> {
-        Ok(())
-    }
+    /// Removes what the store itself leaves behind in one arch as scratch
+    /// (upload temporaries, a parked pending signature, superseded
+    /// generations), never a payload: which payloads go is the caller's
+    /// decision, made with [`Store::delete`]. Called under the publisher
+    /// lock, after every arch is committed.
+    fn clear_scratch(&self, arch: Arch) -> Result<(), StoreError>;
 
     /// Hashes an uploaded payload (named by a manifest or not); `None` when
     /// absent. May answer from what the upload recorded (S3 metadata).
@@ -279,6 +280,9 @@ impl Store for Unavailable {
         self.err()
     }
     fn delete(&self, _: Arch, _: &str) -> Result<(), StoreError> {
+        self.err()
+    }
+    fn clear_scratch(&self, _: Arch) -> Result<(), StoreError> {
         self.err()
     }
     fn get_channel_file(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {

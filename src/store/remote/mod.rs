@@ -18,7 +18,7 @@ pub(super) mod backend;
 mod lock;
 mod retry;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use backend::{Backend, Cache, Cond, Failure, Head, Kind, Op};
@@ -349,23 +349,9 @@ impl Store for RemoteStore {
         Ok(())
     }
 
-    /// Under the publisher lock nobody else is mid-upload, so every payload
-    /// the manifest does not name, upload temporaries and a pending
-    /// signature are leftovers.
-    fn cleanup(&self, arch: Arch, keep: &BTreeSet<&str>) -> Result<(), StoreError> {
-        let entries = self.shared.run(Op::List, arch.systemd(), || {
-            self.backend().list(arch.systemd())
-        })?;
-        for e in entries.iter().filter(|e| !e.dir) {
-            let unnamed = !e.name.starts_with('.')
-                && e.name != MANIFEST
-                && e.name != SIGNATURE
-                && !keep.contains(e.name.as_str());
-            if unnamed {
-                self.delete(arch, &e.name)?;
-                fault::point("leftover deleted");
-            }
-        }
+    /// The parked pending signature and the backend's upload temporaries;
+    /// under the publisher lock nobody else is mid-commit or mid-upload.
+    fn clear_scratch(&self, arch: Arch) -> Result<(), StoreError> {
         let pending = key(arch, PENDING_SIGNATURE);
         self.shared
             .run(Op::Delete, &pending, || self.backend().delete(&pending))?;
