@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::backend::Op;
+use super::backend::{Backend, Op};
 use super::{locked, retry, Shared};
 use crate::store::{Lock, StoreError};
 
@@ -86,6 +86,15 @@ impl Owner {
     }
 }
 
+/// The token of whoever holds the lock now; `None` when nobody does or it
+/// cannot be read (the holder and the heartbeat then assume it is lost).
+fn holder_token(backend: &dyn Backend) -> Option<String> {
+    let bytes = backend.lock_read(LOCK_KEY).ok().flatten()?;
+    serde_json::from_slice::<Owner>(&bytes)
+        .ok()
+        .map(|o| o.token)
+}
+
 /// The held lock: a heartbeat thread keeps it fresh; dropping it stops the
 /// heartbeat and removes the lock if it is still ours.
 struct Held {
@@ -105,13 +114,7 @@ impl Drop for Held {
         }
         *locked(&self.shared.lock_token) = None;
         let backend = self.shared.backend.as_ref();
-        let ours = backend
-            .lock_read(LOCK_KEY)
-            .ok()
-            .flatten()
-            .and_then(|b| serde_json::from_slice::<Owner>(&b).ok())
-            .is_some_and(|o| o.token == self.token);
-        if ours {
+        if holder_token(backend).is_some_and(|t| t == self.token) {
             let _ = retry::attempt(|| backend.lock_remove(LOCK_KEY));
         }
     }
@@ -169,14 +172,8 @@ pub(super) fn acquire(shared: Arc<Shared>) -> Result<Box<dyn Lock>, StoreError> 
             let mut me = me;
             while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT) {
                 let backend = beat_shared.backend.as_ref();
-                let still_ours = backend
-                    .lock_read(LOCK_KEY)
-                    .ok()
-                    .flatten()
-                    .and_then(|b| serde_json::from_slice::<Owner>(&b).ok())
-                    .is_some_and(|o| o.token == me.token);
-                if !still_ours {
-                    // Commits notice through check_lock and refuse.
+                if holder_token(backend).is_none_or(|t| t != me.token) {
+                    // Commits notice through check_held and refuse.
                     return;
                 }
                 me.beat += 1;
