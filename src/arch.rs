@@ -52,6 +52,13 @@ impl Arch {
     }
 }
 
+/// Reports and `--json` name an arch by its systemd name, as devices do.
+impl serde::Serialize for Arch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.systemd())
+    }
+}
+
 impl std::fmt::Display for Arch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.systemd())

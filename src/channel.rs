@@ -21,16 +21,13 @@ use thiserror::Error;
 use crate::arch::Arch;
 use crate::fault;
 use crate::hash::{self, Digest};
-use crate::manifest::{self, Date, Manifest};
+use crate::manifest::{self, Date, Manifest, MANIFEST, PENDING_SIGNATURE, SIGNATURE};
 use crate::signing::{Keyring, SecretKey, SignOptions, SignatureInfo, VerifyError};
 use crate::stage::Payload;
 use crate::store::{FileInfo, Store, StoreError};
 use crate::transfer::{self, Transfer};
 use crate::ui::Ui;
 use crate::version;
-
-pub const MANIFEST: &str = "SHA256SUMS";
-pub const SIGNATURE: &str = "SHA256SUMS.gpg";
 
 #[derive(Debug, Error)]
 pub enum ChannelError {
@@ -72,7 +69,7 @@ pub struct ArchState {
     /// The signature verified but has expired; writes re-sign it anyway.
     pub expired: bool,
     /// SHA256SUMS verifies only with the signature a remote commit parks in
-    /// `store::PENDING_SIGNATURE`: that commit was interrupted between the
+    /// `manifest::PENDING_SIGNATURE`: that commit was interrupted between the
     /// manifest and its signature. Devices refuse the arch until the next
     /// write of it (any release, yank, refresh) finishes the commit.
     pub interrupted: bool,
@@ -83,7 +80,7 @@ pub struct ArchState {
 pub fn read_arch(
     store: &dyn Store,
     keyring: &Keyring,
-    arch: &str,
+    arch: Arch,
     now: SystemTime,
 ) -> Result<ArchState, ChannelError> {
     let files = store.list(arch)?;
@@ -143,16 +140,16 @@ fn verify_accepting_expiry(
 }
 
 /// The signature of an interrupted remote commit, when it is the one that
-/// verifies `manifest` (see `store::PENDING_SIGNATURE`), and whether it expired.
+/// verifies `manifest` (see `manifest::PENDING_SIGNATURE`), and whether it expired.
 pub fn pending_signature(
     store: &dyn Store,
     keyring: &Keyring,
-    arch: &str,
+    arch: Arch,
     manifest: &[u8],
     now: SystemTime,
 ) -> Result<Option<(SignatureInfo, bool)>, ChannelError> {
     Ok(store
-        .get(arch, crate::store::PENDING_SIGNATURE)?
+        .get(arch, PENDING_SIGNATURE)?
         .and_then(|sig| verify_accepting_expiry(keyring, manifest, &sig, now).ok()))
 }
 
@@ -186,7 +183,7 @@ pub struct Upload {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ArchPlan {
-    pub arch: String,
+    pub arch: Arch,
     /// Same version, same bytes: nothing to do here.
     pub already_published: bool,
     pub added: Vec<String>,
@@ -218,7 +215,7 @@ impl ArchPlan {
             let digest = match p.sha256.get() {
                 Some(d) => d,
                 None if hash_missing => p.digest().map_err(|source| ChannelError::Payload {
-                    arch: self.arch.clone(),
+                    arch: self.arch.to_string(),
                     source,
                 })?,
                 None => continue,
@@ -397,7 +394,7 @@ fn plan_arch(
     version: &str,
     opts: ReleaseOptions,
 ) -> Result<ArchPlan, ChannelError> {
-    let arch = input.arch.systemd();
+    let arch = input.arch;
     let old = &input.state.manifest;
     let digest = |p: &Payload| {
         p.digest().map_err(|source| ChannelError::Payload {
@@ -412,7 +409,7 @@ fn plan_arch(
         .iter()
         .find(|v| version::compare(&v.version, version).is_eq());
     let mut plan = ArchPlan {
-        arch: arch.to_string(),
+        arch,
         already_published: false,
         added: vec![],
         kept: vec![],
@@ -563,7 +560,7 @@ pub fn apply_release(
         .iter()
         .filter(|a| !a.already_published || a.interrupted_commit);
     for arch in to_commit {
-        write_signed_manifest(store, &arch.arch, &arch.manifest, key, keyring, sign)?;
+        write_signed_manifest(store, arch.arch, &arch.manifest, key, keyring, sign)?;
         if arch.already_published {
             ui.info(format!("{}: finished the interrupted commit", arch.arch));
         } else {
@@ -576,13 +573,13 @@ pub fn apply_release(
     }
     for arch in &plan.arches {
         for name in &arch.deletions {
-            store.delete(&arch.arch, name)?;
+            store.delete(arch.arch, name)?;
             ui.detail(format!("{}: deleted {name}", arch.arch));
             fault::point("payload deleted");
         }
         let mut keep = referenced(&arch.manifest);
         keep.extend(arch.retain.iter().map(String::as_str));
-        store.cleanup(&arch.arch, &keep)?;
+        delete_unkept(store, arch.arch, &keep)?;
     }
     Ok(())
 }
@@ -593,7 +590,7 @@ pub fn apply_release(
 fn upload_payloads(store: &dyn Store, plan: &ReleasePlan, ui: &Ui) -> Result<(), ChannelError> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
-    let jobs: Vec<(&str, &Payload)> = plan
+    let jobs: Vec<(Arch, &Payload)> = plan
         .arches
         .iter()
         .flat_map(|a| {
@@ -603,7 +600,7 @@ fn upload_payloads(store: &dyn Store, plan: &ReleasePlan, ui: &Ui) -> Result<(),
                     .iter()
                     .find(|p| p.name == up.name)
                     .expect("upload comes from a payload");
-                (a.arch.as_str(), p)
+                (a.arch, p)
             })
         })
         .collect();
@@ -666,7 +663,7 @@ fn describe_versions(a: &ArchPlan) -> String {
 /// signature with the device keyring first so we never publish one devices refuse.
 pub fn write_signed_manifest(
     store: &dyn Store,
-    arch: &str,
+    arch: Arch,
     manifest: &Manifest,
     key: &SecretKey,
     keyring: &Keyring,
@@ -701,6 +698,24 @@ pub fn best_before(now: SystemTime, lifetime: Duration) -> Date {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     Date::from_unix(secs)
+}
+
+/// Deletes every stored payload of `arch` not in `keep`, then the store's
+/// scratch. This is what the store used to decide by itself; it stays here
+/// until the channel layer plans deletions from the history (only names
+/// this tool published).
+pub fn delete_unkept(
+    store: &dyn Store,
+    arch: Arch,
+    keep: &BTreeSet<&str>,
+) -> Result<(), StoreError> {
+    for name in store.list(arch)?.into_keys() {
+        if !keep.contains(name.as_str()) {
+            store.delete(arch, &name)?;
+            fault::point("leftover deleted");
+        }
+    }
+    store.clear_scratch(arch)
 }
 
 /// Names referenced by a manifest, for "unreferenced file" checks.

@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use crate::arch::Arch;
 use crate::compress::Codec;
+use crate::store::{self, StoreLocation, DEFAULT_PARALLEL_UPLOADS};
 
 /// Overrides `[signing] secret-key`, so CI can inject the key from a secret store.
 pub const SECRET_KEY_ENV: &str = "SYSUPDATE_PUBLISH_SECRET_KEY";
@@ -84,26 +85,6 @@ struct RawNix {
     systems: Vec<String>,
 }
 
-/// Where the channel lives: `channel.store` parsed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreLocation {
-    Dir(PathBuf),
-    /// `s3://bucket/prefix`; endpoint, region and credentials from `AWS_*`.
-    S3 {
-        bucket: String,
-        prefix: String,
-    },
-    /// `webdav+https://host/dir`: `url` is the http(s) URL of the channel
-    /// root; `ca` an extra CA certificate file (`channel.webdav-ca`).
-    WebDav {
-        url: String,
-        ca: Option<PathBuf>,
-    },
-}
-
-/// Payloads uploaded at once unless `channel.parallel-uploads` says otherwise.
-pub const DEFAULT_PARALLEL_UPLOADS: usize = 4;
-
 #[derive(Clone, Debug)]
 pub struct Channel {
     pub store: StoreLocation,
@@ -116,6 +97,20 @@ pub struct Channel {
     pub expiry_warning: Duration,
     /// Payloads uploaded at once (`parallel-uploads`).
     pub parallel_uploads: usize,
+}
+
+impl Channel {
+    /// The store backend options this channel's settings ask for.
+    pub fn store_options(&self) -> store::Options {
+        store::Options {
+            parallel_uploads: self.parallel_uploads,
+        }
+    }
+
+    /// Opens the channel's store with its options.
+    pub fn open_store(&self) -> Box<dyn store::Store> {
+        store::open_with(&self.store, &self.store_options())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -188,8 +183,8 @@ impl Config {
             message,
         };
 
-        let mut store =
-            parse_store(&raw.channel.store, &base).map_err(|m| invalid("channel.store", m))?;
+        let mut store = StoreLocation::parse(&raw.channel.store, resolve)
+            .map_err(|e| invalid("channel.store", e.0))?;
         if let Some(ca) = &raw.channel.webdav_ca {
             match &mut store {
                 StoreLocation::WebDav { ca: slot, .. } => *slot = Some(resolve(ca)),
@@ -339,93 +334,6 @@ impl Config {
             nix,
         })
     }
-}
-
-fn parse_store(s: &str, base: &Path) -> Result<StoreLocation, String> {
-    if let Some(path) = s.strip_prefix("file://") {
-        if !path.starts_with('/') {
-            return Err(format!(
-                "{s:?}: a file:// URL needs an absolute path (file:///srv/…)"
-            ));
-        }
-        return Ok(StoreLocation::Dir(PathBuf::from(path)));
-    }
-    if let Some(rest) = s.strip_prefix("s3://") {
-        return parse_s3(s, rest);
-    }
-    if let Some(url) = s.strip_prefix("webdav+") {
-        return parse_webdav(s, url);
-    }
-    if let Some((scheme, _)) = s.split_once("://") {
-        return Err(format!(
-            "{s:?}: unknown store {scheme}://; use a directory, file://, s3://bucket/prefix or webdav+https://host/dir"
-        ));
-    }
-    if s.is_empty() {
-        return Err("empty: give a directory or file:// URL".into());
-    }
-    Ok(StoreLocation::Dir(normalize(&base.join(s))))
-}
-
-/// `s3://bucket/prefix`: the bucket name rules of S3 (3–63 of a-z 0-9 . -),
-/// a prefix without empty, `.` or `..` segments.
-fn parse_s3(s: &str, rest: &str) -> Result<StoreLocation, String> {
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let ok = (3..=63).contains(&bucket.len())
-        && bucket
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if !ok {
-        return Err(format!(
-            "{s:?}: {bucket:?} is not an S3 bucket name (3–63 characters of a-z, 0-9, '.', '-'); the form is s3://bucket/prefix"
-        ));
-    }
-    let prefix = prefix.trim_end_matches('/');
-    if prefix.contains(['?', '#'])
-        || (!prefix.is_empty()
-            && prefix
-                .split('/')
-                .any(|seg| seg.is_empty() || seg == "." || seg == ".."))
-    {
-        return Err(format!(
-            "{s:?}: the prefix {prefix:?} must be a plain path (no empty, . or .. segments, no ? or #)"
-        ));
-    }
-    Ok(StoreLocation::S3 {
-        bucket: bucket.to_string(),
-        prefix: prefix.to_string(),
-    })
-}
-
-/// `webdav+https://host[:port]/dir`; credentials come from the environment,
-/// never from the URL (it shows up in messages and reports).
-fn parse_webdav(s: &str, url: &str) -> Result<StoreLocation, String> {
-    let Some(rest) = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-    else {
-        return Err(format!(
-            "{s:?}: a WebDAV store is webdav+https://host/dir (webdav+http:// for loopback tests)"
-        ));
-    };
-    let host = rest.split('/').next().unwrap_or("");
-    if host.is_empty() {
-        return Err(format!("{s:?}: no host"));
-    }
-    if host.contains('@') {
-        return Err(format!(
-            "{s:?}: no credentials in the URL; set SYSUPDATE_PUBLISH_WEBDAV_USER and SYSUPDATE_PUBLISH_WEBDAV_PASSWORD"
-        ));
-    }
-    if url.contains(['?', '#']) {
-        return Err(format!("{s:?}: no ?query or #fragment in a store URL"));
-    }
-    Ok(StoreLocation::WebDav {
-        url: url.to_string(),
-        ca: None,
-    })
 }
 
 /// Removes `.` and `..` lexically, so messages show `/repo/public`, not

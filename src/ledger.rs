@@ -19,8 +19,8 @@ use crate::signing::{Keyring, SecretKey, SignOptions, SigningError};
 /// version → arch → payload name → sha256 (hex).
 pub type Files = BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>;
 
-/// The ledger's file name in the channel root.
-pub const FILE: &str = "ledger.jsonl";
+/// The ledger's file name in the channel root (defined with the layout).
+pub use crate::manifest::LEDGER as FILE;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod nix;
 pub mod operations;
 pub mod pattern;
+pub mod payload;
 pub mod sdsyntax;
 pub mod signing;
 pub mod stage;

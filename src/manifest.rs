@@ -12,8 +12,27 @@ use std::fmt;
 
 use crate::hash::{to_hex, Digest, EMPTY_SHA256};
 
-/// File name of the manifest in a channel directory.
-pub const MANIFEST_NAME: &str = "SHA256SUMS";
+// The published layout's file names, defined once: every layer (store
+// backends, channel state, commands) names these files, and the store must
+// not reach up into the channel for them.
+
+/// The manifest in an arch directory.
+pub const MANIFEST: &str = "SHA256SUMS";
+/// Its detached binary OpenPGP signature, the one this tool publishes.
+pub const SIGNATURE: &str = "SHA256SUMS.gpg";
+/// Where a remote commit parks the new signature while SHA256SUMS is being
+/// replaced (relative to the arch directory). A SHA256SUMS that verifies only
+/// with this signature is an interrupted commit; the next write finishes it.
+pub const PENDING_SIGNATURE: &str = ".pending/SHA256SUMS.gpg";
+/// Signature names systemd 258+ asks for before SHA256SUMS.gpg; anything but
+/// a 404 for them makes the device give up.
+pub const SIGNATURE_FALLBACKS: [&str; 3] = [
+    "SHA256SUMS.sha256.asc",
+    "SHA256SUMS.sha256.gpg",
+    "SHA256SUMS.asc",
+];
+/// The channel's publisher-side history, at the channel root (devices never read it).
+pub const LEDGER: &str = "ledger.jsonl";
 
 /// Prefix of the freshness marker entry (systemd 260+); older clients ignore it.
 pub const BEST_BEFORE_PREFIX: &str = "BEST-BEFORE-";
@@ -214,7 +233,7 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
 
 /// `SHA256SUMS` and its signatures (`SHA256SUMS.gpg`, `.sha256.asc`, …): never payloads.
 pub fn is_signature_or_manifest_name(name: &str) -> bool {
-    name.starts_with(MANIFEST_NAME)
+    name.starts_with(MANIFEST)
 }
 
 /// Decodes exactly 64 hex digits (either case) into a digest.

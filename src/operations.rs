@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::arch::Arch;
 use crate::channel::{self, ArchState, ChannelError};
 use crate::hash::{self, Digest};
 use crate::ledger::Ledger;
@@ -19,7 +20,7 @@ use crate::version;
 
 /// One arch directory as read for an operation.
 pub struct ArchView {
-    pub arch: String,
+    pub arch: Arch,
     pub transfers: Vec<Transfer>,
     pub state: ArchState,
 }
@@ -47,8 +48,8 @@ pub fn read_all(
         .into_iter()
         .map(|arch| {
             Ok(ArchView {
-                transfers: channel::load_transfers(transfers_dir, &arch)?,
-                state: channel::read_arch(store, keyring, &arch, now)?,
+                transfers: channel::load_transfers(transfers_dir, arch.systemd())?,
+                state: channel::read_arch(store, keyring, arch, now)?,
                 arch,
             })
         })
@@ -58,7 +59,7 @@ pub fn read_all(
 /// The planned new state of one arch directory.
 #[derive(Clone, Debug, Serialize)]
 pub struct ArchChange {
-    pub arch: String,
+    pub arch: Arch,
     pub removed: Vec<String>,
     pub restored: Vec<String>,
     /// Versions published after the change, newest first.
@@ -103,7 +104,7 @@ fn find<'a>(sets: &'a [transfer::VersionSet], version: &str) -> Option<&'a trans
 
 fn change(view: &ArchView, best_before: Option<Date>) -> ArchChange {
     ArchChange {
-        arch: view.arch.clone(),
+        arch: view.arch,
         removed: vec![],
         restored: vec![],
         versions: vec![],
@@ -135,7 +136,7 @@ pub fn plan_yank(
     best_before: Option<Date>,
 ) -> Result<Vec<ArchChange>, ChannelError> {
     for a in arches {
-        if !views.iter().any(|v| &v.arch == a) {
+        if !views.iter().any(|v| v.arch.systemd() == a) {
             return Err(refused(format!(
                 "--arch {a}: the channel has no such architecture"
             )));
@@ -144,7 +145,7 @@ pub fn plan_yank(
     let mut out = Vec::new();
     for view in views
         .iter()
-        .filter(|v| arches.is_empty() || arches.contains(&v.arch))
+        .filter(|v| arches.is_empty() || arches.iter().any(|a| a == v.arch.systemd()))
     {
         let sets = view.versions();
         let Some(set) = find(&sets, version) else {
@@ -178,7 +179,7 @@ pub fn plan_yank(
 /// the ledger and still stored with that hash.
 fn restorable(
     store: &dyn Store,
-    arch: &str,
+    arch: Arch,
     recorded: &BTreeMap<String, String>,
 ) -> Result<Result<BTreeMap<String, Digest>, String>, ChannelError> {
     let mut out = BTreeMap::new();
@@ -223,10 +224,10 @@ pub fn plan_unyank(p: &Published, version: &str) -> Result<Vec<ArchChange>, Chan
     let recorded = ledger.files_of(version);
     let mut out = Vec::new();
     for view in p.views {
-        let Some(files) = recorded.get(&view.arch) else {
+        let Some(files) = recorded.get(view.arch.systemd()) else {
             continue;
         };
-        let found = restorable(store, &view.arch, files)?.map_err(|why| {
+        let found = restorable(store, view.arch, files)?.map_err(|why| {
             refused(format!(
                 "{}: cannot unyank {version}: {why}; republish it with `release --unyank --output {}=PATH`",
                 view.arch, view.arch
@@ -258,10 +259,10 @@ pub fn plan_rollback(p: &Published, version: &str) -> Result<Vec<ArchChange>, Ch
                 "republish it first with `sysupdate-publish release --allow-downgrade --unyank --output {}=PATH` (PATH: the build output of {version})",
                 view.arch
             );
-            let files = recorded.get(&view.arch).ok_or_else(|| {
+            let files = recorded.get(view.arch.systemd()).ok_or_else(|| {
                 refused(format!("{}: version {version} is not published and the ledger has no record of its files; {republish}", view.arch))
             })?;
-            let found = restorable(store, &view.arch, files)?.map_err(|why| {
+            let found = restorable(store, view.arch, files)?.map_err(|why| {
                 refused(format!(
                     "{}: version {version}: {why}; {republish}",
                     view.arch
@@ -330,7 +331,7 @@ pub fn commit(
     ui: &Ui,
 ) -> Result<(), ChannelError> {
     for c in changes {
-        channel::write_signed_manifest(store, &c.arch, &c.manifest, key, keyring, sign)?;
+        channel::write_signed_manifest(store, c.arch, &c.manifest, key, keyring, sign)?;
         ui.info(format!(
             "{}: now publishes {}",
             c.arch,
@@ -348,10 +349,10 @@ pub fn cleanup(
 ) -> Result<(), ChannelError> {
     for c in changes {
         let mut names = channel::referenced(&c.manifest);
-        if let Some(extra) = keep.get(&c.arch) {
+        if let Some(extra) = keep.get(c.arch.systemd()) {
             names.extend(extra.iter().map(String::as_str));
         }
-        store.cleanup(&c.arch, &names)?;
+        channel::delete_unkept(store, c.arch, &names)?;
     }
     Ok(())
 }

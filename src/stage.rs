@@ -17,7 +17,7 @@ use crate::arch::Arch;
 use crate::compress::{self, Codec, Settings};
 use crate::hash::{self, Digest};
 use crate::manifest;
-use crate::store::{FileStamp, PayloadDigest, Source};
+use crate::payload::{FileStamp, PayloadDigest, Source};
 use crate::ui::Ui;
 
 #[derive(Debug, Error)]

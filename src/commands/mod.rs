@@ -17,6 +17,7 @@ use crate::config::{Config, ConfigError};
 use std::time::SystemTime;
 
 use crate::ledger::{self, Action, Ledger};
+use crate::manifest::LEDGER;
 use crate::signing::{Keyring, SecretKey};
 use crate::store::Store;
 use crate::ui::Ui;
@@ -136,10 +137,11 @@ pub(crate) fn load_ledger(
     store: &dyn Store,
     keyring: &Keyring,
 ) -> Result<(Ledger, Option<Vec<u8>>)> {
-    let bytes = store.get_channel_file(ledger::FILE)?;
+    let bytes = store.get_channel_file(LEDGER)?;
     let ledger = match &bytes {
-        Some(b) => Ledger::parse(b, keyring)
-            .with_context(|| format!("{}/{}", store.describe(), ledger::FILE))?,
+        Some(b) => {
+            Ledger::parse(b, keyring).with_context(|| format!("{}/{}", store.describe(), LEDGER))?
+        }
         None => Ledger::default(),
     };
     Ok((ledger, bytes))
@@ -159,7 +161,7 @@ pub(crate) fn record(
     reason: Option<String>,
 ) -> Result<()> {
     let bytes = ledger.append(key, now, action, versions, files, reason)?;
-    store.put_channel_file(ledger::FILE, &bytes, previous)?;
+    store.put_channel_file(LEDGER, &bytes, previous)?;
     Ok(())
 }
 

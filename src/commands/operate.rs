@@ -125,7 +125,7 @@ impl Session {
                     files
                         .entry(version.clone())
                         .or_default()
-                        .insert(c.arch.clone(), names.clone());
+                        .insert(c.arch.to_string(), names.clone());
                 }
             }
             record(
@@ -144,11 +144,11 @@ impl Session {
                 .map(|c| {
                     let kept = operations::retained(
                         &self.ledger,
-                        &c.arch,
+                        c.arch.systemd(),
                         &c.versions,
                         self.config.channel.keep,
                     );
-                    (c.arch.clone(), kept)
+                    (c.arch.to_string(), kept)
                 })
                 .collect();
             operations::cleanup(store, &changes, &keep)?;

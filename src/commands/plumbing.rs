@@ -152,7 +152,7 @@ pub(super) fn sums(ctx: &Ctx, args: SumsArgs) -> Result<Outcome> {
         m.entries.insert(name, digest);
     }
     let bytes = manifest::render_checked(&m).with_context(|| format!("{}", args.dir.display()))?;
-    let out = args.dir.join(crate::channel::MANIFEST);
+    let out = args.dir.join(crate::manifest::MANIFEST);
     write_atomic(&out, &bytes)?;
     ctx.ui.info(format!(
         "wrote {} ({} entries)",

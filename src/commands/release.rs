@@ -17,7 +17,6 @@ use crate::ledger::{Action, Ledger};
 use crate::operations;
 use crate::signing::SignOptions;
 use crate::stage;
-use crate::store;
 
 /// Test-only: overrides the signature creation time (RFC 3339), so tests can
 /// make signatures that have already expired. Never set it in production.
@@ -143,7 +142,7 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
     let config = ctx.config()?;
     let ui = &ctx.ui;
     let (key, keyring) = load_keys(&config, ui)?;
-    let store = store::open_channel(&config.channel);
+    let store = config.channel.open_store();
     let now = signing_time()?;
     let (ledger, _) = load_ledger(store.as_ref(), &keyring)?;
     let settings = Settings {
@@ -195,7 +194,7 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
         let version =
             channel::version_of_names(*arch, &transfers, &checks, &crate::ui::Ui::silent())?;
         refuse_withdrawn(&ledger, &version, args.unyank)?;
-        let state = channel::read_arch(store.as_ref(), &keyring, arch.systemd(), now)?;
+        let state = channel::read_arch(store.as_ref(), &keyring, *arch, now)?;
         prepared.push((*arch, transfers, state, files));
     }
 
@@ -252,7 +251,7 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
         let lock = store.lock()?;
         let (mut ledger, ledger_bytes) = load_ledger(store.as_ref(), &keyring)?;
         for input in &mut inputs {
-            input.state = channel::read_arch(store.as_ref(), &keyring, input.arch.systemd(), now)?;
+            input.state = channel::read_arch(store.as_ref(), &keyring, input.arch, now)?;
             if input.state.expired {
                 ui.warn(format!(
                     "{}: the published signature has expired; this release re-signs it",
@@ -264,7 +263,8 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
         refuse_withdrawn(&ledger, &plan.version, args.unyank)?;
         for a in &mut plan.arches {
             let published: Vec<String> = a.added.iter().chain(&a.kept).cloned().collect();
-            a.retain = operations::retained(&ledger, &a.arch, &published, config.channel.keep);
+            a.retain =
+                operations::retained(&ledger, a.arch.systemd(), &published, config.channel.keep);
         }
         print_plan(ui, &plan);
         if plan.is_noop() {

@@ -6,10 +6,11 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::{human_bytes, rfc3339, Ctx, Outcome};
-use crate::channel::{self, MANIFEST, SIGNATURE};
+use crate::arch::Arch;
+use crate::channel;
 use crate::cli::StatusArgs;
 use crate::hash;
-use crate::manifest;
+use crate::manifest::{self, MANIFEST, SIGNATURE};
 use crate::signing::Keyring;
 use crate::store::{self, Store};
 use crate::transfer;
@@ -60,7 +61,7 @@ fn arch_status(
     store: &dyn Store,
     keyring: &Keyring,
     transfers_dir: &std::path::Path,
-    arch: &str,
+    arch: Arch,
     hash_payloads: bool,
     ctx: &Ctx,
 ) -> Result<ArchStatus> {
@@ -86,7 +87,7 @@ fn arch_status(
                 Some((info, _)) => {
                     st.problems.push(format!(
                         "interrupted commit: SHA256SUMS verifies only with {}; devices refuse it until the next release, yank or refresh finishes the commit (or a commit is in progress right now)",
-                        crate::store::PENDING_SIGNATURE
+                        crate::manifest::PENDING_SIGNATURE
                     ));
                     Ok(info)
                 }
@@ -111,7 +112,7 @@ fn arch_status(
         }
     };
     st.best_before = m.best_before.map(|d| d.to_string());
-    let transfers = channel::load_transfers(transfers_dir, arch)?;
+    let transfers = channel::load_transfers(transfers_dir, arch.systemd())?;
     let c = transfer::classify(&transfers, m.entries.keys().map(String::as_str));
     for set in &c.versions {
         let mut v = VersionStatus {
@@ -198,7 +199,7 @@ pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
             store.as_ref(),
             &keyring,
             &config.transfers.dir,
-            &arch,
+            arch,
             !args.no_hash,
             ctx,
         )?;

@@ -8,22 +8,15 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::{rfc3339, Ctx, Outcome, UsageError};
-use crate::channel::{self, MANIFEST, SIGNATURE};
+use crate::arch::Arch;
+use crate::channel;
 use crate::cli::VerifyArgs;
 use crate::hash;
 use crate::http::{Http, Response};
-use crate::manifest;
+use crate::manifest::{self, MANIFEST, SIGNATURE, SIGNATURE_FALLBACKS};
 use crate::signing::Keyring;
 use crate::store;
 use crate::transfer;
-
-/// Signature names systemd 258+ asks for before SHA256SUMS.gpg; anything but
-/// a 404 for them makes the device give up.
-const FALLBACK_NAMES: [&str; 3] = [
-    "SHA256SUMS.sha256.asc",
-    "SHA256SUMS.sha256.gpg",
-    "SHA256SUMS.asc",
-];
 
 #[derive(Serialize, Default)]
 struct ArchCheck {
@@ -97,7 +90,7 @@ fn check_cache(what: &str, r: &Response, immutable: bool, c: &mut ArchCheck) {
 fn check_arch(
     http: &Http,
     base: &str,
-    arch: &str,
+    arch: Arch,
     keyring: &Keyring,
     keyring_path: &Path,
     transfers_dir: &Path,
@@ -134,7 +127,7 @@ fn check_arch(
         }
         check_cache(name, r, false, &mut c);
     }
-    for name in FALLBACK_NAMES {
+    for name in SIGNATURE_FALLBACKS {
         let r = fetch(name)?;
         if r.status != 404 {
             c.problems.push(format!(
@@ -172,7 +165,7 @@ fn check_arch(
             return Ok(c);
         }
     };
-    let transfers = channel::load_transfers(transfers_dir, arch)?;
+    let transfers = channel::load_transfers(transfers_dir, arch.systemd())?;
     let cl = transfer::classify(&transfers, m.entries.keys().map(String::as_str));
     for v in &cl.versions {
         if !v.is_complete() {
@@ -255,18 +248,21 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
             ))
         })?;
     let keyring = Keyring::load(&config.signing.keyring)?;
-    let store = store::open_channel(&config.channel);
+    let store = config.channel.open_store();
     let http = Http::new(args.ca.as_deref())?;
     let arches = if args.arches.is_empty() {
         store.arches()?
     } else {
-        args.arches.clone()
+        args.arches
+            .iter()
+            .map(|a| Arch::parse(a).map_err(|e| UsageError(format!("--arch: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?
     };
     if arches.is_empty() {
         return Err(UsageError("the store has no architectures; pass --arch".into()).into());
     }
     let mut checks = Vec::new();
-    for arch in &arches {
+    for &arch in &arches {
         let c = check_arch(
             &http,
             &base,

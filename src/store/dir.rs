@@ -15,15 +15,26 @@
 //! new consistent state on disk, never a manifest with a stale signature.
 //! Every file is written to a temporary, fsynced, then renamed. A flock on
 //! `.sysupdate-publish.lock` serialises concurrent publishers.
+//!
+//! The arch links are the only symlinks this store follows, and only when
+//! they point exactly at `.generations/<arch>/<n>`. `.payloads`,
+//! `.generations`, their arch directories and the generations must be real
+//! directories, and the files in them real files: anything else is a
+//! [`StoreError::Layout`] before a byte is read, written or deleted through
+//! it, so a link planted in the hosting never makes the publisher touch
+//! files outside the store.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-use super::{FileInfo, Lock, Source, Store, StoreError};
+use super::{stored_digest, FileInfo, Lock, Store, StoreError};
+use crate::arch::Arch;
 use crate::hash::{self, Digest};
+use crate::manifest::{MANIFEST, SIGNATURE};
+use crate::payload::Source;
 
 pub struct DirStore {
     root: PathBuf,
@@ -49,6 +60,148 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// What an entry inside the store must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Dir,
+    File,
+}
+
+fn layout(path: &Path, what: &str) -> StoreError {
+    StoreError::Layout {
+        path: path.to_path_buf(),
+        message: format!(
+            "{what}; sysupdate-publish never follows links inside a store and keeps only its own files there. Move it away"
+        ),
+    }
+}
+
+/// The entry at `path` when it is a real directory or regular file as
+/// wanted, `None` when absent. Never follows a symlink: one is a Layout
+/// error, as is an entry of the other kind.
+fn real(path: &Path, want: Want) -> Result<Option<fs::Metadata>, StoreError> {
+    let m = match fs::symlink_metadata(path) {
+        Err(e) if not_found(&e) => return Ok(None),
+        Err(e) => return Err(StoreError::io("reading", path)(e)),
+        Ok(m) => m,
+    };
+    let problem = match want {
+        _ if m.file_type().is_symlink() => "is a symlink",
+        Want::Dir if !m.is_dir() => "is not a directory",
+        Want::File if !m.is_file() => "is not a regular file",
+        _ => return Ok(Some(m)),
+    };
+    Err(layout(path, problem))
+}
+
+/// A generation directory's name: a plain decimal number.
+fn generation_number(name: &str) -> Option<u64> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    name.parse().ok()
+}
+
+/// The generation an arch link names, when it is exactly
+/// `.generations/<arch>/<n>` (relative, no `..`, no other arch).
+fn link_generation(target: &Path, arch: Arch) -> Option<u64> {
+    let mut parts = target.components().map(|c| match c {
+        Component::Normal(s) => s.to_str(),
+        _ => None,
+    });
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(Some(GENERATIONS)), Some(Some(a)), Some(Some(n)), None) if a == arch.systemd() => {
+            generation_number(n)
+        }
+        _ => None,
+    }
+}
+
+/// The entries directly in `dir` as they are (a symlink is reported as a
+/// symlink, not as what it points to); empty when `dir` does not exist.
+/// Names that are not UTF-8 are not ours and are left out.
+fn entries(dir: &Path) -> Result<Vec<(String, fs::Metadata)>, StoreError> {
+    let list = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if not_found(&e) => return Ok(vec![]),
+        Err(e) => return Err(StoreError::io("listing", dir)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in list {
+        let entry = entry.map_err(StoreError::io("listing", dir))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        // DirEntry::metadata does not traverse symlinks.
+        match entry.metadata() {
+            Ok(m) => out.push((name, m)),
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(StoreError::io("reading", &entry.path())(e)),
+        }
+    }
+    Ok(out)
+}
+
+/// The regular files directly in `dir` with their sizes; hidden names
+/// (temporaries) and symlinks are no files of ours.
+fn files_in(dir: &Path) -> Result<BTreeMap<String, FileInfo>, StoreError> {
+    Ok(entries(dir)?
+        .into_iter()
+        .filter(|(name, meta)| !name.starts_with('.') && meta.is_file())
+        .map(|(name, meta)| (name, FileInfo { size: meta.len() }))
+        .collect())
+}
+
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    if real(path, Want::File)?.is_none() {
+        return Ok(None);
+    }
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(StoreError::io("reading", path)(e)),
+    }
+}
+
+fn hash_file(
+    path: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Option<(Digest, u64)>, StoreError> {
+    if real(path, Want::File)?.is_none() {
+        return Ok(None);
+    }
+    match hash::hash_file_with_progress(path, progress) {
+        Ok(r) => Ok(Some(r)),
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(StoreError::io("reading", path)(e)),
+    }
+}
+
+/// Removes a generation directory (or its temporary) when there is one;
+/// a link or file in its place is refused, never followed.
+fn remove_generation(path: &Path) -> Result<(), StoreError> {
+    if real(path, Want::Dir)?.is_some() {
+        fs::remove_dir_all(path).map_err(StoreError::io("removing", path))?;
+    }
+    Ok(())
+}
+
+/// Removes the entries of `dir` named as this store's temporaries that are
+/// of the kind `ours` accepts.
+fn remove_temporaries(dir: &Path, ours: impl Fn(&fs::Metadata) -> bool) -> Result<(), StoreError> {
+    for (name, meta) in entries(dir)? {
+        if !name.starts_with(TEMP_PREFIX) || !ours(&meta) {
+            continue;
+        }
+        let path = dir.join(&name);
+        match fs::remove_file(&path) {
+            Err(e) if !not_found(&e) => return Err(StoreError::io("removing", &path)(e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl DirStore {
     pub fn new(root: PathBuf, parallel_uploads: usize) -> DirStore {
         DirStore {
@@ -57,12 +210,41 @@ impl DirStore {
         }
     }
 
-    fn pool(&self, arch: &str) -> PathBuf {
-        self.root.join(PAYLOADS).join(arch)
+    /// `root/<parts…>`, every level checked to be a real directory (and
+    /// created when `create`); `None` when a level does not exist.
+    fn internal(&self, parts: &[&str], create: bool) -> Result<Option<PathBuf>, StoreError> {
+        if create {
+            fs::create_dir_all(&self.root).map_err(StoreError::io("creating", &self.root))?;
+        }
+        let mut path = self.root.clone();
+        for part in parts {
+            path.push(part);
+            if real(&path, Want::Dir)?.is_some() {
+                continue;
+            }
+            if !create {
+                return Ok(None);
+            }
+            match fs::create_dir(&path) {
+                Ok(()) => {}
+                // Created meanwhile: it has to pass the same check.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    real(&path, Want::Dir)?;
+                }
+                Err(e) => return Err(StoreError::io("creating", &path)(e)),
+            }
+        }
+        Ok(Some(path))
     }
 
-    fn generations(&self, arch: &str) -> PathBuf {
-        self.root.join(GENERATIONS).join(arch)
+    /// `.payloads/<arch>`: every payload uploaded for the arch.
+    fn pool(&self, arch: Arch) -> Result<Option<PathBuf>, StoreError> {
+        self.internal(&[PAYLOADS, arch.systemd()], false)
+    }
+
+    /// `.generations/<arch>`.
+    fn generations(&self, arch: Arch, create: bool) -> Result<Option<PathBuf>, StoreError> {
+        self.internal(&[GENERATIONS, arch.systemd()], create)
     }
 
     fn temp_name(name: &str) -> String {
@@ -70,8 +252,8 @@ impl DirStore {
     }
 
     /// The current generation number, from the arch symlink.
-    fn current(&self, arch: &str) -> Result<Option<u64>, StoreError> {
-        let link = self.root.join(arch);
+    fn current(&self, arch: Arch) -> Result<Option<u64>, StoreError> {
+        let link = self.root.join(arch.systemd());
         match fs::symlink_metadata(&link) {
             Err(e) if not_found(&e) => return Ok(None),
             Err(e) => return Err(StoreError::io("reading", &link)(e)),
@@ -84,25 +266,35 @@ impl DirStore {
             Ok(_) => {}
         }
         let target = fs::read_link(&link).map_err(StoreError::io("reading", &link))?;
-        let n = target
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| StoreError::Layout {
-                path: link.clone(),
-                message: format!("points to {}, not a generation", target.display()),
-            })?;
-        Ok(Some(n))
+        match link_generation(&target, arch) {
+            Some(n) => Ok(Some(n)),
+            None => Err(StoreError::Layout {
+                message: format!(
+                    "points to {}, not to {GENERATIONS}/{arch}/<number>; sysupdate-publish never follows other links inside a store. Move it away",
+                    target.display()
+                ),
+                path: link,
+            }),
+        }
+    }
+
+    /// The generation devices see now, checked; `None` before the first
+    /// commit (or when the link names a generation that is gone).
+    fn current_dir(&self, arch: Arch) -> Result<Option<PathBuf>, StoreError> {
+        match self.current(arch)? {
+            Some(n) => self.internal(&[GENERATIONS, arch.systemd(), &n.to_string()], false),
+            None => Ok(None),
+        }
     }
 }
 
-/// Writes `dir/name` via temp + fsync + rename + directory fsync.
+/// Writes `dir/name` via temp + fsync + rename + directory fsync. The
+/// temporary is never opened through a link someone left under its name.
 fn write_atomic(
     dir: &Path,
     name: &str,
     write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<u64>,
 ) -> Result<(), StoreError> {
-    fs::create_dir_all(dir).map_err(StoreError::io("creating", dir))?;
     let tmp = dir.join(DirStore::temp_name(name));
     let result = (|| {
         let f = fs::OpenOptions::new()
@@ -110,6 +302,7 @@ fn write_atomic(
             .create(true)
             .truncate(true)
             .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
         write(&mut w)?;
@@ -124,37 +317,6 @@ fn write_atomic(
     result.map_err(StoreError::io("writing", &dir.join(name)))
 }
 
-fn hash_path(
-    path: &Path,
-    progress: &mut dyn FnMut(u64),
-) -> Result<Option<(Digest, u64)>, StoreError> {
-    match hash::hash_file_with_progress(path, progress) {
-        Ok(r) => Ok(Some(r)),
-        Err(e) if not_found(&e) => Ok(None),
-        Err(e) => Err(StoreError::io("reading", path)(e)),
-    }
-}
-
-fn read_dir_names(dir: &Path) -> Result<Vec<(String, fs::Metadata)>, StoreError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if not_found(&e) => return Ok(vec![]),
-        Err(e) => return Err(StoreError::io("listing", dir)(e)),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(StoreError::io("listing", dir))?;
-        // Follow links: arch directories are symlinks to generations.
-        let meta = match fs::metadata(entry.path()) {
-            Ok(m) => m,
-            Err(e) if not_found(&e) => continue,
-            Err(e) => return Err(StoreError::io("reading", &entry.path())(e)),
-        };
-        out.push((entry.file_name().to_string_lossy().into_owned(), meta));
-    }
-    Ok(out)
-}
-
 impl Store for DirStore {
     fn describe(&self) -> String {
         self.root.display().to_string()
@@ -167,6 +329,7 @@ impl Store for DirStore {
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(StoreError::io("opening", &path))?;
         // SAFETY: flock on a descriptor we own; blocks until the other publisher is done.
@@ -179,38 +342,49 @@ impl Store for DirStore {
         Ok(Box::new(FlockGuard { _file: f }))
     }
 
-    fn arches(&self) -> Result<Vec<String>, StoreError> {
-        let mut out: Vec<String> = read_dir_names(&self.root)?
+    /// Top-level links and directories named as a systemd arch; everything
+    /// else there (`docs/`, hidden directories) belongs to someone else.
+    fn arches(&self) -> Result<Vec<Arch>, StoreError> {
+        let mut out: Vec<Arch> = entries(&self.root)?
             .into_iter()
-            .filter(|(name, meta)| !name.starts_with('.') && meta.is_dir())
-            .map(|(name, _)| name)
+            .filter(|(name, meta)| Arch::is_arch_dir(name) && !meta.is_file())
+            .filter_map(|(name, _)| Arch::parse(&name).ok())
             .collect();
         out.sort();
         Ok(out)
     }
 
-    fn list(&self, arch: &str) -> Result<BTreeMap<String, FileInfo>, StoreError> {
-        Ok(read_dir_names(&self.pool(arch))?
-            .into_iter()
-            .filter(|(name, meta)| !name.starts_with(TEMP_PREFIX) && meta.is_file())
-            .map(|(name, meta)| (name, FileInfo { size: meta.len() }))
-            .collect())
-    }
-
-    fn get(&self, arch: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let path = self.root.join(arch).join(name);
-        match fs::read(&path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(StoreError::io("reading", &path)(e)),
+    fn list(&self, arch: Arch) -> Result<BTreeMap<String, FileInfo>, StoreError> {
+        match self.pool(arch)? {
+            Some(pool) => files_in(&pool),
+            None => Ok(BTreeMap::new()),
         }
     }
 
-    fn put_payload(&self, arch: &str, name: &str, source: &Source) -> Result<(), StoreError> {
-        let pool = self.pool(arch);
+    /// The current generation, not the pool: what devices fetch now.
+    fn served(&self, arch: Arch) -> Result<BTreeMap<String, FileInfo>, StoreError> {
+        let Some(dir) = self.current_dir(arch)? else {
+            return Ok(BTreeMap::new());
+        };
+        let mut files = files_in(&dir)?;
+        files.retain(|name, _| name != MANIFEST && name != SIGNATURE);
+        Ok(files)
+    }
+
+    fn get(&self, arch: Arch, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.current_dir(arch)? {
+            Some(dir) => read_file(&dir.join(name)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_payload(&self, arch: Arch, name: &str, source: &Source) -> Result<(), StoreError> {
+        let pool = self
+            .internal(&[PAYLOADS, arch.systemd()], true)?
+            .expect("created");
         let path = pool.join(name);
-        match hash_path(&path, &mut |_| {})? {
-            Some((existing, _)) if existing == source.stored_digest()? => Ok(()),
+        match hash_file(&path, &mut |_| {})? {
+            Some((existing, _)) if existing == stored_digest(source)? => Ok(()),
             Some((existing, _)) => Err(StoreError::Conflict {
                 path,
                 existing: hash::to_hex(&existing),
@@ -221,22 +395,30 @@ impl Store for DirStore {
 
     fn commit(
         &self,
-        arch: &str,
+        arch: Arch,
         manifest: &[u8],
         signature: &[u8],
         names: &[&str],
     ) -> Result<(), StoreError> {
         let next = self.current(arch)?.map_or(1, |n| n + 1);
-        let gens = self.generations(arch);
+        let pool = self.pool(arch)?;
+        let pool = pool.unwrap_or_else(|| self.root.join(PAYLOADS).join(arch.systemd()));
+        for name in names {
+            let src = pool.join(name);
+            if real(&src, Want::File)?.is_none() {
+                return Err(StoreError::Layout {
+                    path: src,
+                    message: "is not among the uploaded payloads; refusing to publish a manifest that names it".into(),
+                });
+            }
+        }
+        let gens = self.generations(arch, true)?.expect("created");
         let dir = gens.join(next.to_string());
         let tmp = gens.join(Self::temp_name(&next.to_string()));
-        let _ = fs::remove_dir_all(&tmp);
-        if dir.exists() {
-            // Left by a crash after building it but before switching to it.
-            fs::remove_dir_all(&dir).map_err(StoreError::io("removing", &dir))?;
-        }
-        fs::create_dir_all(&tmp).map_err(StoreError::io("creating", &tmp))?;
-        let pool = self.pool(arch);
+        remove_generation(&tmp)?;
+        // Left by a crash after building it but before switching to it.
+        remove_generation(&dir)?;
+        fs::create_dir(&tmp).map_err(StoreError::io("creating", &tmp))?;
         for name in names {
             let src = pool.join(name);
             let dst = tmp.join(name);
@@ -247,10 +429,7 @@ impl Store for DirStore {
                     .map_err(StoreError::io("linking payload", &src))?;
             }
         }
-        for (name, bytes) in [
-            (crate::channel::MANIFEST, manifest),
-            (crate::channel::SIGNATURE, signature),
-        ] {
+        for (name, bytes) in [(MANIFEST, manifest), (SIGNATURE, signature)] {
             write_atomic(&tmp, name, &mut |w| {
                 w.write_all(bytes)?;
                 Ok(bytes.len() as u64)
@@ -260,22 +439,20 @@ impl Store for DirStore {
         sync_dir(&gens).map_err(StoreError::io("syncing", &gens))?;
         crate::fault::point("generation built");
         // The switch: one rename of a symlink makes the new state visible.
-        let link_tmp = self.root.join(Self::temp_name(arch));
+        let link = self.root.join(arch.systemd());
+        let link_tmp = self.root.join(Self::temp_name(arch.systemd()));
         let _ = fs::remove_file(&link_tmp);
-        let target = Path::new(GENERATIONS).join(arch).join(next.to_string());
+        let target = Path::new(GENERATIONS)
+            .join(arch.systemd())
+            .join(next.to_string());
         std::os::unix::fs::symlink(&target, &link_tmp)
-            .and_then(|_| fs::rename(&link_tmp, self.root.join(arch)))
+            .and_then(|_| fs::rename(&link_tmp, &link))
             .and_then(|_| sync_dir(&self.root))
-            .map_err(StoreError::io("switching", &self.root.join(arch)))
+            .map_err(StoreError::io("switching", &link))
     }
 
     fn get_channel_file(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let path = self.root.join(name);
-        match fs::read(&path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(StoreError::io("reading", &path)(e)),
-        }
+        read_file(&self.root.join(name))
     }
 
     /// The flock already excludes other writers, so `previous` is not needed.
@@ -285,14 +462,23 @@ impl Store for DirStore {
         bytes: &[u8],
         _previous: Option<&[u8]>,
     ) -> Result<(), StoreError> {
+        fs::create_dir_all(&self.root).map_err(StoreError::io("creating", &self.root))?;
         write_atomic(&self.root, name, &mut |w| {
             w.write_all(bytes)?;
             Ok(bytes.len() as u64)
         })
     }
 
-    fn delete(&self, arch: &str, name: &str) -> Result<(), StoreError> {
-        let path = self.pool(arch).join(name);
+    /// A symlink under a payload's name is refused, not removed: it was
+    /// never uploaded by us.
+    fn delete(&self, arch: Arch, name: &str) -> Result<(), StoreError> {
+        let Some(pool) = self.pool(arch)? else {
+            return Ok(());
+        };
+        let path = pool.join(name);
+        if real(&path, Want::File)?.is_none() {
+            return Ok(());
+        }
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if not_found(&e) => Ok(()),
@@ -300,45 +486,305 @@ impl Store for DirStore {
         }
     }
 
-    /// The flock guarantees no other publisher is mid-upload, so every pool
-    /// file the current manifest does not name is a leftover.
-    fn cleanup(&self, arch: &str, keep: &BTreeSet<&str>) -> Result<(), StoreError> {
-        let current = self.current(arch)?.map(|n| n.to_string());
-        let gens = self.generations(arch);
-        for (name, meta) in read_dir_names(&gens)? {
-            if Some(&name) != current.as_ref() && meta.is_dir() {
-                let path = gens.join(&name);
-                fs::remove_dir_all(&path).map_err(StoreError::io("removing", &path))?;
+    /// Generations other than the current one, and temporaries: only real
+    /// directories and files carrying the names this store gives them.
+    fn clear_scratch(&self, arch: Arch) -> Result<(), StoreError> {
+        let current = self.current(arch)?;
+        if let Some(gens) = self.generations(arch, false)? {
+            for (name, meta) in entries(&gens)? {
+                let number = generation_number(&name);
+                let old = number.is_some() && number != current;
+                if meta.is_dir() && (old || name.starts_with(TEMP_PREFIX)) {
+                    let path = gens.join(&name);
+                    fs::remove_dir_all(&path).map_err(StoreError::io("removing", &path))?;
+                }
             }
         }
-        for (name, _) in read_dir_names(&self.pool(arch))? {
-            if !keep.contains(name.as_str()) {
-                self.delete(arch, &name)?;
-                crate::fault::point("leftover deleted");
-            }
+        if let Some(pool) = self.pool(arch)? {
+            remove_temporaries(&pool, |m| m.is_file())?;
         }
-        Ok(())
+        // At the root they are replaced arch links and channel files;
+        // removing a link removes the link, never what it points to.
+        remove_temporaries(&self.root, |m| !m.is_dir())
     }
 
     fn payload_hash(
         &self,
-        arch: &str,
+        arch: Arch,
         name: &str,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Option<(Digest, u64)>, StoreError> {
-        hash_path(&self.pool(arch).join(name), progress)
+        match self.pool(arch)? {
+            Some(pool) => hash_file(&pool.join(name), progress),
+            None => Ok(None),
+        }
     }
 
     fn hash(
         &self,
-        arch: &str,
+        arch: Arch,
         name: &str,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Option<(Digest, u64)>, StoreError> {
-        hash_path(&self.root.join(arch).join(name), progress)
+        match self.current_dir(arch)? {
+            Some(dir) => hash_file(&dir.join(name), progress),
+            None => Ok(None),
+        }
     }
 
     fn parallel_uploads(&self) -> usize {
         self.parallel_uploads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+    use crate::payload::PayloadDigest;
+
+    fn x86() -> Arch {
+        Arch::parse("x86-64").unwrap()
+    }
+
+    /// A store with one payload committed, and a directory beside it that
+    /// planted links point into.
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        store: DirStore,
+        root: PathBuf,
+        outside: PathBuf,
+        staged: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("store");
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        for name in ["a_1.raw", ".tmp-1-b_1.raw", "1", MANIFEST] {
+            fs::write(outside.join(name), "outside").unwrap();
+        }
+        fs::create_dir(outside.join("2")).unwrap(); // named like a generation
+        let staged = tmp.path().join("staged");
+        fs::write(&staged, b"payload").unwrap();
+        let store = DirStore::new(root.clone(), 1);
+        store
+            .put_payload(x86(), "a_1.raw", &source(&staged))
+            .unwrap();
+        store.commit(x86(), b"m1", b"s1", &["a_1.raw"]).unwrap();
+        Fixture {
+            _tmp: tmp,
+            store,
+            root,
+            outside,
+            staged,
+        }
+    }
+
+    fn source(path: &Path) -> Source {
+        Source::from_file(path, PayloadDigest::deferred()).unwrap()
+    }
+
+    /// Every path below `dir` with its content (a link as its target).
+    fn tree(dir: &Path) -> BTreeMap<PathBuf, String> {
+        let mut out = BTreeMap::new();
+        for (name, meta) in entries(dir).unwrap() {
+            let path = dir.join(&name);
+            let content = if meta.is_dir() {
+                for (below, content) in tree(&path) {
+                    out.insert(Path::new(&name).join(below), content);
+                }
+                "directory".to_string()
+            } else if meta.file_type().is_symlink() {
+                format!("-> {}", fs::read_link(&path).unwrap().display())
+            } else {
+                fs::read_to_string(&path).unwrap()
+            };
+            out.insert(name.into(), content);
+        }
+        out
+    }
+
+    fn assert_layout<T: std::fmt::Debug>(r: Result<T, StoreError>, needle: &str) {
+        match r {
+            Err(e @ StoreError::Layout { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains(needle), "{text}");
+            }
+            other => panic!("expected a layout error about {needle}, got {other:?}"),
+        }
+    }
+
+    /// Replaces the internal directory `rel` with a link to `outside`.
+    fn plant(f: &Fixture, rel: &str) {
+        let path = f.root.join(rel);
+        fs::remove_dir_all(&path).unwrap();
+        symlink(&f.outside, &path).unwrap();
+    }
+
+    #[test]
+    fn commits_switch_generations_and_scratch_goes_but_payloads_stay() {
+        let f = fixture();
+        let s = &f.store;
+        s.commit(x86(), b"m2", b"s2", &["a_1.raw"]).unwrap();
+        let gens = f.root.join(".generations/x86-64");
+        let pool = f.root.join(".payloads/x86-64");
+        fs::create_dir(gens.join(".tmp-99-7")).unwrap();
+        fs::create_dir(gens.join("notes")).unwrap();
+        symlink(&f.outside, gens.join("5")).unwrap();
+        fs::write(pool.join(".tmp-99-b_1.raw"), "half").unwrap();
+        symlink(f.outside.join("a_1.raw"), pool.join(".tmp-98-c_1.raw")).unwrap();
+        fs::write(f.root.join(".tmp-99-ledger.jsonl"), "half").unwrap();
+        let before = tree(&f.outside);
+
+        s.clear_scratch(x86()).unwrap();
+        let names = |dir: &Path| {
+            tree(dir)
+                .into_keys()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&gens),
+            [
+                "2",
+                "2/SHA256SUMS",
+                "2/SHA256SUMS.gpg",
+                "2/a_1.raw",
+                "5",
+                "notes"
+            ]
+        );
+        assert_eq!(
+            names(&pool),
+            [".tmp-98-c_1.raw", "a_1.raw"],
+            "a link is not an upload temporary of ours"
+        );
+        assert!(!f.root.join(".tmp-99-ledger.jsonl").exists());
+        assert_eq!(tree(&f.outside), before);
+
+        assert_eq!(s.get(x86(), MANIFEST).unwrap().unwrap(), b"m2");
+        let served = s.served(x86()).unwrap();
+        assert_eq!(served.keys().collect::<Vec<_>>(), ["a_1.raw"]);
+        assert_eq!(served["a_1.raw"].size, 7);
+        assert_eq!(s.list(x86()).unwrap(), served);
+        assert!(s.hash(x86(), "a_1.raw", &mut |_| {}).unwrap().is_some());
+    }
+
+    #[test]
+    fn foreign_top_level_entries_are_no_arches() {
+        let f = fixture();
+        fs::create_dir(f.root.join("docs")).unwrap();
+        fs::create_dir(f.root.join(".well-known")).unwrap();
+        fs::write(f.root.join("arm64"), "a file").unwrap();
+        fs::write(f.root.join("index.html"), "").unwrap();
+        assert_eq!(f.store.arches().unwrap(), [x86()]);
+    }
+
+    #[test]
+    fn a_linked_payload_pool_is_refused_and_nothing_outside_changes() {
+        for rel in [".payloads/x86-64", ".payloads"] {
+            let f = fixture();
+            let before = tree(&f.outside);
+            plant(&f, rel);
+            let s = &f.store;
+            assert_layout(
+                s.list(x86()),
+                "is a symlink; sysupdate-publish never follows links inside a store",
+            );
+            assert_layout(s.list(x86()), "Move it away");
+            assert_layout(
+                s.put_payload(x86(), "b_2.raw", &source(&f.staged)),
+                "symlink",
+            );
+            assert_layout(s.delete(x86(), "a_1.raw"), "symlink");
+            assert_layout(s.payload_hash(x86(), "a_1.raw", &mut |_| {}), "symlink");
+            assert_layout(s.commit(x86(), b"m2", b"s2", &["a_1.raw"]), "symlink");
+            assert_layout(s.clear_scratch(x86()), "symlink");
+            assert_eq!(tree(&f.outside), before, "{rel}");
+        }
+    }
+
+    #[test]
+    fn linked_generations_are_refused_and_nothing_outside_changes() {
+        for rel in [
+            ".generations/x86-64",
+            ".generations",
+            ".generations/x86-64/1",
+        ] {
+            let f = fixture();
+            let before = tree(&f.outside);
+            plant(&f, rel);
+            let s = &f.store;
+            assert_layout(s.get(x86(), MANIFEST), "is a symlink");
+            assert_layout(s.served(x86()), "symlink");
+            assert_layout(s.hash(x86(), "a_1.raw", &mut |_| {}), "symlink");
+            if rel != ".generations/x86-64/1" {
+                // The current generation is not touched by a commit.
+                assert_layout(s.commit(x86(), b"m2", b"s2", &["a_1.raw"]), "symlink");
+                assert_layout(s.clear_scratch(x86()), "symlink");
+            }
+            assert_eq!(tree(&f.outside), before, "{rel}");
+        }
+    }
+
+    #[test]
+    fn an_arch_link_to_anything_but_its_generation_is_refused() {
+        let f = fixture();
+        let before = tree(&f.outside);
+        let link = f.root.join("x86-64");
+        let elsewhere = f.outside.display().to_string();
+        for target in [
+            elsewhere.as_str(),
+            "../outside",
+            ".generations/arm64/1",
+            ".generations/x86-64/../../../outside/2",
+            ".generations/x86-64/1/..",
+            ".generations/x86-64/+1",
+        ] {
+            fs::remove_file(&link).unwrap();
+            symlink(target, &link).unwrap();
+            let s = &f.store;
+            assert_layout(s.get(x86(), MANIFEST), target);
+            assert_layout(s.served(x86()), target);
+            assert_layout(s.commit(x86(), b"m2", b"s2", &["a_1.raw"]), target);
+            assert_layout(s.clear_scratch(x86()), target);
+            let e = s.get(x86(), MANIFEST).unwrap_err().to_string();
+            assert!(e.contains(&link.display().to_string()), "{e}");
+        }
+        assert_eq!(tree(&f.outside), before);
+    }
+
+    #[test]
+    fn a_link_among_the_payloads_is_no_payload_and_never_deleted_through() {
+        let f = fixture();
+        let before = tree(&f.outside);
+        let pool = f.root.join(".payloads/x86-64");
+        symlink(f.outside.join("a_1.raw"), pool.join("evil_1.raw")).unwrap();
+        let s = &f.store;
+        assert!(!s.list(x86()).unwrap().contains_key("evil_1.raw"));
+        assert_layout(s.delete(x86(), "evil_1.raw"), "is a symlink");
+        assert_layout(
+            s.put_payload(x86(), "evil_1.raw", &source(&f.staged)),
+            "symlink",
+        );
+        assert_layout(s.commit(x86(), b"m2", b"s2", &["evil_1.raw"]), "symlink");
+        // A link planted under the name of our next temporary is not written through.
+        let planted = f.root.join(DirStore::temp_name("ledger.jsonl"));
+        symlink(f.outside.join(MANIFEST), &planted).unwrap();
+        assert!(s.put_channel_file("ledger.jsonl", b"l", None).is_err());
+        assert_eq!(tree(&f.outside), before);
+    }
+
+    #[test]
+    fn a_commit_naming_a_payload_never_uploaded_is_refused() {
+        let f = fixture();
+        assert_layout(
+            f.store.commit(x86(), b"m2", b"s2", &["a_1.raw", "b_2.raw"]),
+            "not among the uploaded payloads",
+        );
+        assert_eq!(f.store.get(x86(), MANIFEST).unwrap().unwrap(), b"m1");
     }
 }

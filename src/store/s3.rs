@@ -1,6 +1,6 @@
 //! `s3://bucket/prefix`: AWS S3 and S3-compatible object storage, through
 //! the object_store crate. Only transport lives here; the protocol is in
-//! remote.rs.
+//! remote/mod.rs.
 //!
 //! Configuration comes from the standard `AWS_*` environment variables
 //! (object_store's `AmazonS3Builder::from_env`): `AWS_ACCESS_KEY_ID`,
@@ -27,9 +27,11 @@ use object_store::{
     PutMode, PutMultipartOptions, PutOptions, RetryConfig, UpdateVersion, WriteMultipart,
 };
 
-use super::remote::{self, Backend, Cache, Cond, Entry, Failure, Head, Kind, Op, Versioned};
-use super::Source;
+use super::remote::backend::{
+    self, Backend, Cache, Cond, Entry, Failure, Head, Kind, Op, Versioned,
+};
 use crate::hash::{self, Digest};
+use crate::payload::Source;
 
 /// Multipart part size: large enough for few requests, small enough that
 /// parallel uploads stay well under 200 MiB of memory.
@@ -49,9 +51,9 @@ pub struct S3 {
 
 impl S3 {
     pub fn new(bucket: &str, prefix: &str, parallel_uploads: usize) -> Result<S3, String> {
-        let rt = remote::runtime()?;
+        let rt = backend::runtime()?;
         // object_store retries each request (and each part) briefly itself;
-        // remote.rs retries whole operations on top with a longer backoff.
+        // remote/retry.rs retries whole operations on top with a longer backoff.
         let retry = RetryConfig {
             backoff: BackoffConfig {
                 init_backoff: Duration::from_millis(100),
@@ -184,7 +186,7 @@ fn status_of(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
 
 /// `Code: Message` of an S3 XML error body, else the innermost error.
 fn s3_message(e: &(dyn std::error::Error + 'static)) -> String {
-    let text = remote::chain(e);
+    let text = backend::chain(e);
     let tag = |name: &str| {
         let open = format!("<{name}>");
         let start = text.find(&open)? + open.len();
@@ -199,7 +201,7 @@ fn s3_message(e: &(dyn std::error::Error + 'static)) -> String {
             while let Some(s) = inner.source() {
                 inner = s;
             }
-            remote::truncate(&inner.to_string(), 300)
+            backend::truncate(&inner.to_string(), 300)
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `webdav+https://host/dir` (and `webdav+http://` for loopback tests):
 //! WebDAV hosting such as nginx's dav module, through reqwest. Only transport
-//! lives here; the protocol is in remote.rs.
+//! lives here; the protocol is in remote/mod.rs.
 //!
 //! - Payloads stream from disk into a temporary in the hidden collection
 //!   `<arch>/.uploads/`, which a `MOVE` with `Overwrite: F` renames to the
@@ -29,9 +29,11 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tokio::io::AsyncReadExt;
 use url::Url;
 
-use super::remote::{self, Backend, Cache, Cond, Entry, Failure, Head, Kind, Op, Versioned};
-use super::Source;
+use super::remote::backend::{
+    self, Backend, Cache, Cond, Entry, Failure, Head, Kind, Op, Versioned,
+};
 use crate::hash::Digest;
+use crate::payload::Source;
 
 pub const USER_ENV: &str = "SYSUPDATE_PUBLISH_WEBDAV_USER";
 pub const PASSWORD_ENV: &str = "SYSUPDATE_PUBLISH_WEBDAV_PASSWORD";
@@ -95,10 +97,10 @@ impl WebDav {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let rt = remote::runtime()?;
+        let rt = backend::runtime()?;
         let client = builder
             .build()
-            .map_err(|e| format!("HTTP client: {}", remote::chain(&e)))?;
+            .map_err(|e| format!("HTTP client: {}", backend::chain(&e)))?;
         Ok(WebDav {
             rt,
             client,
@@ -249,7 +251,7 @@ fn transport(e: reqwest::Error) -> Failure {
     } else {
         Kind::Transient
     };
-    Failure::new(kind, None, remote::chain(&e))
+    Failure::new(kind, None, backend::chain(&e))
 }
 
 /// The useful part of an error page: its title, or its first line.
@@ -257,13 +259,13 @@ fn summary(body: &str) -> String {
     let lower = body.to_ascii_lowercase();
     if let (Some(s), Some(e)) = (lower.find("<title>"), lower.find("</title>")) {
         if s + 7 <= e {
-            return remote::truncate(&body[s + 7..e], 200);
+            return backend::truncate(&body[s + 7..e], 200);
         }
     }
     if lower.contains('<') {
         return String::new();
     }
-    remote::truncate(body.lines().next().unwrap_or(""), 200)
+    backend::truncate(body.lines().next().unwrap_or(""), 200)
 }
 
 fn etag(resp: &Response) -> Option<String> {
@@ -279,7 +281,7 @@ fn etag(resp: &Response) -> Option<String> {
 fn body(source: &Source, failed: Arc<Mutex<Option<String>>>) -> reqwest::Body {
     struct State {
         file: Option<tokio::fs::File>,
-        checker: super::Checker,
+        checker: crate::payload::Checker,
         source: Source,
     }
     let state = State {
