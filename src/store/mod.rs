@@ -13,6 +13,7 @@
 
 pub mod dir;
 mod location;
+pub mod memory;
 mod remote;
 pub mod s3;
 pub mod webdav;
@@ -26,6 +27,7 @@ use crate::arch::Arch;
 use crate::hash::Digest;
 use crate::payload::Source;
 pub use location::{InvalidLocation, StoreLocation};
+pub use memory::MemoryStore;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
