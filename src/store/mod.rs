@@ -10,6 +10,8 @@
 //!   Both are thin transports under `remote`, which holds the protocol they
 //!   share: the publisher lock, create-only verified payload uploads, the
 //!   conditional manifest write with its roll-forward, retries.
+//! - `memory`: a complete store in memory, for unit tests of the layers
+//!   above (never opened from a configuration).
 
 pub mod dir;
 mod location;
