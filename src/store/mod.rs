@@ -10,9 +10,12 @@
 //!   Both are thin transports under `remote`, which holds the protocol they
 //!   share: the publisher lock, create-only verified payload uploads, the
 //!   conditional manifest write with its roll-forward, retries.
+//! - `memory`: a complete store in memory, for unit tests of the layers
+//!   above (never opened from a configuration).
 
 pub mod dir;
 mod location;
+pub mod memory;
 mod remote;
 pub mod s3;
 pub mod webdav;
@@ -26,6 +29,7 @@ use crate::arch::Arch;
 use crate::hash::Digest;
 use crate::payload::Source;
 pub use location::{InvalidLocation, StoreLocation};
+pub use memory::MemoryStore;
 
 #[derive(Debug, Error)]
 pub enum StoreError {

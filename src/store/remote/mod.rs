@@ -375,9 +375,7 @@ impl Store for RemoteStore {
         };
         let got = match head.sha256 {
             Some(d) => Some((d, head.size)),
-            None => self
-                .shared
-                .run(Op::Read, &k, || self.backend().hash(&k, &mut *progress))?,
+            None => self.hash(arch, name, progress)?,
         };
         if let Some(g) = got {
             locked(&self.shared.hashes).insert(k, g);
