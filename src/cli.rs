@@ -77,6 +77,23 @@ pub enum Command {
     /// Re-sign every manifest with a fresh signature lifetime and BEST-BEFORE date
     Refresh(RefreshArgs),
 
+    /// Make the hosting serve the history's newest state again
+    ///
+    /// Finishes an interrupted write, puts back manifests the hosting replaced
+    /// or lost (re-signed now) and, with --output, uploads again payloads whose
+    /// bytes are missing or changed (only files that hash to what the history
+    /// recorded). Writes no history entry: the history already names this state.
+    Repair(RepairArgs),
+
+    /// Record what the hosting serves now as the channel's history
+    ///
+    /// For a history that was lost, cut short, rewritten or written by an older
+    /// sysupdate-publish: every served manifest must verify with the keyring and
+    /// list only payloads that are there. Check `status` first; nothing is
+    /// written without --confirm. Also replaces the history head this machine
+    /// remembers for the channel.
+    Adopt(AdoptArgs),
+
     /// Check the channel as devices see it, over HTTP(S) from its public URL
     ///
     /// Fetches SHA256SUMS and its signature like systemd-pull, verifies them with
@@ -145,6 +162,9 @@ pub struct YankArgs {
 pub struct UnyankArgs {
     /// The yanked version to publish again
     pub version: String,
+    /// Why, for the history
+    #[arg(long)]
+    pub reason: Option<String>,
     /// Print the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -173,9 +193,32 @@ pub struct RefreshArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct StatusArgs {
-    /// Skip re-hashing payloads (faster; only checks they exist with the right size)
+pub struct RepairArgs {
+    /// A build output to take recorded payloads from (nix system or systemd name, and a directory)
+    #[arg(long = "output", value_name = "SYSTEM=PATH")]
+    pub outputs: Vec<String>,
+    /// Print what would be repaired and change nothing
     #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AdoptArgs {
+    /// Yes: what the hosting serves now is right (check `status` first)
+    #[arg(long)]
+    pub confirm: bool,
+    /// Why, for the history
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Hash every published payload instead of comparing sizes with the history
+    #[arg(long)]
+    pub deep: bool,
+    /// (no effect: sizes are compared by default, hashes with --deep)
+    #[arg(long, hide = true)]
     pub no_hash: bool,
 }
 

@@ -120,7 +120,11 @@ impl Http {
     }
 
     /// Downloads and hashes a body of any size in constant memory.
-    pub fn get_hashed(&self, url: &str) -> Result<(u16, Digest, u64), HttpError> {
+    pub fn get_hashed(
+        &self,
+        url: &str,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(u16, Digest, u64), HttpError> {
         let err = |e: reqwest::Error| HttpError::Request {
             url: url.to_string(),
             message: e.to_string(),
@@ -129,7 +133,7 @@ impl Http {
             let resp = self.client.get(url).send().await.map_err(err)?;
             let status = resp.status().as_u16();
             let stream = resp.bytes_stream().map(|c| c.map_err(err));
-            let (digest, len) = crate::hash::hash_stream(stream, &mut |_| {}).await?;
+            let (digest, len) = crate::hash::hash_stream(stream, progress).await?;
             Ok((status, digest, len))
         })
     }

@@ -14,10 +14,17 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use thiserror::Error;
 
+use crate::arch::Arch;
+use crate::hash::{self, Digest};
+use crate::manifest::{self, Date, Manifest};
 use crate::signing::{Keyring, SecretKey, SignOptions, SigningError};
+use crate::version::Version;
 
 /// version → arch → payload name → sha256 (hex).
-pub type Files = BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>;
+pub type Files = BTreeMap<Version, BTreeMap<Arch, BTreeMap<String, String>>>;
+
+/// What every arch serves after a write, by arch.
+pub type State = BTreeMap<Arch, ArchRecord>;
 
 /// The ledger's file name in the channel root (defined with the layout).
 pub use crate::manifest::LEDGER as FILE;
@@ -30,12 +37,67 @@ pub enum Action {
     Unyank,
     Rollback,
     Refresh,
+    /// The operator confirmed what the hosting serves as the new truth
+    /// (after a history was lost, cut short or predates state records).
+    Adopt,
 }
 
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = serde_json::to_value(self).expect("serializable");
         f.write_str(s.as_str().unwrap_or("?"))
+    }
+}
+
+/// One payload as the history records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// One arch's served state: the exact SHA256SUMS (its hash, and enough to
+/// render it again) and the size of every payload it lists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchRecord {
+    /// SHA-256 (hex) of the SHA256SUMS bytes.
+    pub manifest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_before: Option<Date>,
+    pub files: BTreeMap<String, FileRecord>,
+}
+
+impl ArchRecord {
+    /// Records `m` as rendered for publishing; `sizes` gives every entry's size.
+    pub fn new(m: &Manifest, sizes: &BTreeMap<String, u64>) -> ArchRecord {
+        ArchRecord {
+            manifest: hash::to_hex(&sha2::Sha256::digest(manifest::render(m)).into()),
+            best_before: m.best_before,
+            files: m
+                .entries
+                .iter()
+                .map(|(name, d)| {
+                    let size = sizes.get(name).copied().unwrap_or(0);
+                    let sha256 = hash::to_hex(d);
+                    (name.clone(), FileRecord { sha256, size })
+                })
+                .collect(),
+        }
+    }
+
+    /// The manifest this record names; `None` when the record does not
+    /// render to its own hash (a malformed or foreign record).
+    pub fn manifest(&self) -> Option<Manifest> {
+        let mut entries = BTreeMap::new();
+        for (name, f) in &self.files {
+            entries.insert(name.clone(), manifest::hex_digest_from_str(&f.sha256)?);
+        }
+        let m = Manifest {
+            entries,
+            best_before: self.best_before,
+        };
+        let rendered: Digest = sha2::Sha256::digest(manifest::render(&m)).into();
+        (hash::to_hex(&rendered) == self.manifest).then_some(m)
     }
 }
 
@@ -48,7 +110,7 @@ pub struct Entry {
     pub action: Action,
     /// The versions concerned. For a rollback the first is the target and
     /// the others are the versions it withdrew.
-    pub versions: Vec<String>,
+    pub versions: Vec<Version>,
     /// version → arch → payload name → sha256 (hex) of the files concerned.
     pub files: Files,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,6 +118,22 @@ pub struct Entry {
     pub signer: String,
     /// SHA-256 (hex) of the previous entry's JSON; empty for the first.
     pub prev: String,
+    /// What every arch serves once this write is committed. It is written
+    /// before the manifests are switched, so a crash between arches leaves
+    /// a history that names the unfinished write. Absent in entries written
+    /// by versions before the history became the source of truth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<State>,
+}
+
+/// What a write adds to the history (the ledger fills in the rest).
+#[derive(Clone, Debug)]
+pub struct Draft {
+    pub action: Action,
+    pub versions: Vec<Version>,
+    pub files: Files,
+    pub reason: Option<String>,
+    pub state: State,
 }
 
 #[derive(Debug, Error)]
@@ -90,6 +168,13 @@ struct Line {
 
 fn entry_hash(json: &str) -> String {
     hex::encode(sha2::Sha256::digest(json.as_bytes()))
+}
+
+/// Where a payload name was first recorded, and with which bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameRecord {
+    pub sha256: String,
+    pub seq: u64,
 }
 
 impl Ledger {
@@ -139,11 +224,30 @@ impl Ledger {
         Ok(ledger)
     }
 
-    fn head_hash(&self) -> String {
+    /// SHA-256 (hex) of the newest entry's JSON; empty when there is none.
+    pub fn head_hash(&self) -> String {
         self.lines
             .last()
             .map(|l| entry_hash(&l.json))
             .unwrap_or_default()
+    }
+
+    /// SHA-256 (hex) of entry `seq` (1-based), if the ledger has it.
+    pub fn hash_of(&self, seq: u64) -> Option<String> {
+        let i = usize::try_from(seq).ok()?.checked_sub(1)?;
+        self.lines.get(i).map(|l| entry_hash(&l.json))
+    }
+
+    pub fn head(&self) -> Option<&Entry> {
+        self.lines.last().map(|l| &l.entry)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.lines.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
     }
 
     pub fn entries(&self) -> impl DoubleEndedIterator<Item = &Entry> {
@@ -151,25 +255,22 @@ impl Ledger {
     }
 
     /// Appends a signed entry; returns the new file content to store.
-    #[allow(clippy::too_many_arguments)]
     pub fn append(
         &mut self,
         key: &SecretKey,
         now: SystemTime,
-        action: Action,
-        versions: Vec<String>,
-        files: Files,
-        reason: Option<String>,
+        draft: Draft,
     ) -> Result<Vec<u8>, LedgerError> {
         let entry = Entry {
-            seq: self.lines.len() as u64 + 1,
+            seq: self.len() + 1,
             time: humantime::format_rfc3339_seconds(now).to_string(),
-            action,
-            versions,
-            files,
-            reason,
+            action: draft.action,
+            versions: draft.versions,
+            files: draft.files,
+            reason: draft.reason,
             signer: key.fingerprint(),
             prev: self.head_hash(),
+            state: Some(draft.state),
         };
         let json = serde_json::to_string(&entry).expect("entries serialize");
         // No expiry: history must stay verifiable forever.
@@ -202,8 +303,8 @@ impl Ledger {
 
     /// Versions withdrawn by yank or rollback and not restored since, with
     /// the entry that withdrew them (its reason and per-arch files).
-    pub fn withdrawn(&self) -> BTreeMap<String, &Entry> {
-        let mut out: BTreeMap<String, &Entry> = BTreeMap::new();
+    pub fn withdrawn(&self) -> BTreeMap<Version, &Entry> {
+        let mut out: BTreeMap<Version, &Entry> = BTreeMap::new();
         for e in self.entries() {
             for (i, v) in e.versions.iter().enumerate() {
                 match e.action {
@@ -216,7 +317,7 @@ impl Ledger {
                     Action::Rollback | Action::Unyank | Action::Publish => {
                         out.remove(v);
                     }
-                    Action::Refresh => {}
+                    Action::Refresh | Action::Adopt => {}
                 }
             }
         }
@@ -224,13 +325,52 @@ impl Ledger {
     }
 
     /// The files and hashes a version was last published or withdrawn with,
-    /// per arch: what `unyank` and `rollback` restore without a re-upload.
-    pub fn files_of(&self, version: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    /// per arch: what `unyank` restores without a re-upload.
+    pub fn files_of(&self, version: &Version) -> BTreeMap<Arch, BTreeMap<String, String>> {
         self.entries()
             .rev()
             .find_map(|e| e.files.get(version))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Every payload name ever recorded for `arch`, with the hash it was
+    /// first recorded with: a name never comes back with other bytes, also
+    /// after retention dropped it (caches keep published payloads a year).
+    pub fn names(&self, arch: Arch) -> BTreeMap<String, NameRecord> {
+        let mut out: BTreeMap<String, NameRecord> = BTreeMap::new();
+        for e in self.entries() {
+            let from_files = e.files.values().filter_map(|a| a.get(&arch)).flatten();
+            let from_state = e
+                .state
+                .iter()
+                .filter_map(|s| s.get(&arch))
+                .flat_map(|r| r.files.iter().map(|(n, f)| (n, &f.sha256)));
+            for (name, sha256) in from_files.chain(from_state) {
+                out.entry(name.clone()).or_insert_with(|| NameRecord {
+                    sha256: sha256.clone(),
+                    seq: e.seq,
+                });
+            }
+        }
+        out
+    }
+
+    /// The newest entry whose recorded state names `manifest` (hex SHA-256
+    /// of SHA256SUMS) for `arch`: tells an old manifest put back apart from
+    /// one the history never saw.
+    pub fn entry_serving(&self, arch: Arch, manifest: &str) -> Option<&Entry> {
+        self.entries().rev().find(|e| {
+            e.state
+                .as_ref()
+                .and_then(|s| s.get(&arch))
+                .is_some_and(|r| r.manifest == manifest)
+        })
+    }
+
+    /// The newest entry before the head that records a state.
+    pub fn previous_state(&self) -> Option<&Entry> {
+        self.entries().rev().skip(1).find(|e| e.state.is_some())
     }
 }
 

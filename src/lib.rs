@@ -3,6 +3,18 @@
 //!
 //! `../shared/reference/sysupdate-client.md` (systemd 254–262, read from the
 //! source) is the contract every module here implements.
+//!
+//! Layers, from the bottom up (a module never imports one above it):
+//! - formats: `arch`, `version`, `pattern`, `transfer`, `manifest` (with
+//!   the layout's file names), `hash`, `compress`, `signing`;
+//! - payloads: `payload` (identity: stamp, digest), `stage`, `nix`;
+//! - hosting: `store` (one trait; directory, S3, WebDAV, memory), `http`;
+//! - channel: `ledger` (the history), `channel` (read + verify +
+//!   cross-check, problems, planning, refusals, device view);
+//! - publisher: `publisher`, the commit protocol, once;
+//! - app: `config`, `cli`, `commands`, `ui`.
+//!
+//! `progress` and `fault` are plumbing every layer may use.
 
 pub mod arch;
 pub mod channel;
@@ -16,9 +28,10 @@ pub mod http;
 pub mod ledger;
 pub mod manifest;
 pub mod nix;
-pub mod operations;
 pub mod pattern;
 pub mod payload;
+pub mod progress;
+pub mod publisher;
 pub mod sdsyntax;
 pub mod signing;
 pub mod stage;

@@ -158,6 +158,20 @@ impl fmt::Display for Date {
     }
 }
 
+/// As `YYYY-MM-DD`, the way the history records BEST-BEFORE dates.
+impl serde::Serialize for Date {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Date {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
+        let s = String::deserialize(d)?;
+        Date::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::str::FromStr for Date {
     type Err = DateError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -2,7 +2,10 @@
 //! hashed payloads ready to upload.
 //!
 //! Nix outputs are read-only trees that may hold symlinks into the store; we
-//! publish the file a link points to, never the link. Payloads that are
+//! publish the file a link points to, never the link. Outputs are untrusted:
+//! a link is followed only into `/nix/store` or within the output itself, so
+//! no other file of the build machine (a secret key) is ever published.
+//! Payloads that are
 //! already compressed (by magic bytes, which is how systemd-pull decides) pass
 //! through untouched and are only hashed; others are compressed into a local
 //! staging directory while being hashed, so each input byte is read once.
@@ -18,7 +21,7 @@ use crate::compress::{self, Codec, Settings};
 use crate::hash::{self, Digest};
 use crate::manifest;
 use crate::payload::{FileStamp, PayloadDigest, Source};
-use crate::ui::Ui;
+use crate::progress::{Events, NoBars};
 
 #[derive(Debug, Error)]
 pub enum StageError {
@@ -36,6 +39,14 @@ pub enum StageError {
     Nested { arch: Arch, path: PathBuf },
     #[error("{arch}: {path} is not a regular file (device, socket, fifo or dangling link)")]
     NotRegular { arch: Arch, path: PathBuf },
+    #[error("{arch}: {path} is a symlink to {target}, outside the build output and /nix/store; refusing to publish a file from elsewhere on this machine (copy it into the output if it belongs there)")]
+    ForeignLink {
+        arch: Arch,
+        path: PathBuf,
+        target: PathBuf,
+    },
+    #[error("{arch}: build output {path} is not a directory; --output takes SYSTEM=DIRECTORY")]
+    NotADirectory { arch: Arch, path: PathBuf },
     #[error("{arch}: {path}: {reason}")]
     BadName {
         arch: Arch,
@@ -90,6 +101,9 @@ impl Payload {
 /// upload will hash them (names the hosting does not have yet).
 pub type Defer<'a> = &'a (dyn Fn(Arch, &str) -> bool + Sync);
 
+/// Where nix outputs' links may point: its files are immutable build results.
+const NIX_STORE: &str = "/nix/store/";
+
 /// A regular file of the output directory, links resolved.
 #[derive(Clone, Debug)]
 pub struct InputFile {
@@ -105,6 +119,13 @@ pub fn scan(arch: Arch, dir: &Path) -> Result<Vec<InputFile>, StageError> {
         path: path.to_path_buf(),
         source,
     };
+    let root = fs::canonicalize(dir).map_err(|e| io(dir, e))?;
+    if !root.is_dir() {
+        return Err(StageError::NotADirectory {
+            arch,
+            path: dir.to_path_buf(),
+        });
+    }
     let mut files = Vec::new();
     for entry in walkdir::WalkDir::new(dir)
         .min_depth(1)
@@ -161,9 +182,17 @@ pub fn scan(arch: Arch, dir: &Path) -> Result<Vec<InputFile>, StageError> {
                     .into(),
             });
         }
+        let real = fs::canonicalize(path).map_err(|e| io(path, e))?;
+        if entry.path_is_symlink() && !real.starts_with(NIX_STORE) && !real.starts_with(&root) {
+            return Err(StageError::ForeignLink {
+                arch,
+                path: path.to_path_buf(),
+                target: real,
+            });
+        }
         files.push(InputFile {
             name: name.to_string(),
-            path: fs::canonicalize(path).map_err(|e| io(path, e))?,
+            path: real,
         });
     }
     if files.is_empty() {
@@ -206,7 +235,7 @@ pub fn stage_all(
     settings: &Settings,
     staging: &Path,
     defer: Defer,
-    ui: &Ui,
+    events: &dyn Events,
 ) -> Result<Vec<Vec<Payload>>, StageError> {
     let compressed = |(arch, files): &(Arch, &[InputFile])| {
         files.iter().try_fold(true, |all, f| {
@@ -225,14 +254,16 @@ pub fn stage_all(
     if !parallel || jobs.len() < 2 {
         return jobs
             .iter()
-            .map(|(arch, files)| stage(*arch, files, settings, staging, defer, ui))
+            .map(|(arch, files)| stage(*arch, files, settings, staging, defer, events))
             .collect();
     }
-    let ui = &ui.without_bars();
+    let events = &NoBars(events);
     std::thread::scope(|s| {
         let handles: Vec<_> = jobs
             .iter()
-            .map(|(arch, files)| s.spawn(move || stage(*arch, files, settings, staging, defer, ui)))
+            .map(|(arch, files)| {
+                s.spawn(move || stage(*arch, files, settings, staging, defer, events))
+            })
             .collect();
         handles
             .into_iter()
@@ -250,7 +281,7 @@ pub fn stage(
     settings: &Settings,
     staging: &Path,
     defer: Defer,
-    ui: &Ui,
+    events: &dyn Events,
 ) -> Result<Vec<Payload>, StageError> {
     let io = |path: &Path, source| StageError::Io {
         arch,
@@ -266,7 +297,7 @@ pub fn stage(
             drop(src);
             let before = FileStamp::of(&input.path).ok();
             if let Some(stamp) = before.filter(|s| s.size() == len && defer(arch, &name)) {
-                ui.detail(format!(
+                events.detail(format!(
                     "{arch}: {name}: already compressed, {len} bytes, hashed while uploading"
                 ));
                 out.push(Payload {
@@ -279,13 +310,13 @@ pub fn stage(
                 });
                 continue;
             }
-            let bar = ui.bytes_bar(len, format!("{arch} hash {name}"));
+            let bar = events.bar(len, &format!("{arch} hash {name}"));
             let (sha256, size) = hash::hash_file_with_progress(&input.path, &mut |n| bar.inc(n))
                 .map_err(|e| io(&input.path, e))?;
             // Changed while we hashed: no stamp, so the upload hashes again.
             let stamp = before.filter(|b| FileStamp::of(&input.path).ok() == Some(*b));
-            bar.finish_and_clear();
-            ui.detail(format!("{arch}: {name}: already compressed, {size} bytes"));
+            bar.finish();
+            events.detail(format!("{arch}: {name}: already compressed, {size} bytes"));
             out.push(Payload {
                 name,
                 file: input.path.clone(),
@@ -300,7 +331,7 @@ pub fn stage(
         fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let dst_path = dir.join(&name);
         let dst = File::create(&dst_path).map_err(|e| io(&dst_path, e))?;
-        let bar = ui.bytes_bar(len, format!("{arch} {} {name}", settings.codec.extension()));
+        let bar = events.bar(len, &format!("{arch} {} {name}", settings.codec.extension()));
         let result = compress::compress(
             src,
             BufWriter::with_capacity(1 << 20, dst),
@@ -312,8 +343,8 @@ pub fn stage(
             path: input.path.clone(),
             message: e.to_string(),
         })?;
-        bar.finish_and_clear();
-        ui.info(format!(
+        bar.finish();
+        events.info(format!(
             "{arch}: compressed {} → {name} ({} → {} bytes)",
             input.name, result.input_size, result.size
         ));

@@ -6,7 +6,11 @@
 use std::fmt::Display;
 use std::io::IsTerminal;
 
+use std::sync::Arc;
+
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::progress::{Bar, Event, Events, Level};
 
 #[derive(Clone, Debug)]
 pub struct Ui {
@@ -42,6 +46,11 @@ impl Ui {
         }
     }
 
+    /// Whether details (`-v`) are shown.
+    pub fn verbose(&self) -> bool {
+        self.verbose > 0 && !self.quiet
+    }
+
     pub fn info(&self, msg: impl Display) {
         if !self.quiet {
             eprintln!("{msg}");
@@ -74,5 +83,32 @@ impl Ui {
         );
         bar.set_message(msg.into());
         bar
+    }
+}
+
+/// An indicatif bar is a [`Bar`].
+struct IndicatifBar(ProgressBar);
+
+impl Bar for IndicatifBar {
+    fn inc(&self, n: u64) {
+        self.0.inc(n)
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear()
+    }
+}
+
+/// The terminal renders the library's events.
+impl Events for Ui {
+    fn event(&self, event: Event) {
+        match event.level {
+            Level::Info => self.info(event.text),
+            Level::Detail => self.detail(event.text),
+            Level::Warn => self.warn(event.text),
+        }
+    }
+
+    fn bar(&self, total: u64, label: &str) -> Arc<dyn Bar> {
+        Arc::new(IndicatifBar(self.bytes_bar(total, label)))
     }
 }

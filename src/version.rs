@@ -263,6 +263,13 @@ impl Version {
         Ok(Version(s.to_owned()))
     }
 
+    /// A version as a published name spells it, without validating: it was
+    /// accepted when published, and what is served must stay readable even
+    /// if today's checks are stricter.
+    pub fn published(s: &str) -> Version {
+        Version(s.to_owned())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -283,6 +290,19 @@ impl FromStr for Version {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Version::parse(s)
+    }
+}
+
+impl serde::Serialize for Version {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Version {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Version, D::Error> {
+        let s = String::deserialize(d)?;
+        Version::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 

@@ -16,11 +16,13 @@ use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError};
 use std::time::SystemTime;
 
-use crate::ledger::{self, Action, Ledger};
-use crate::manifest::LEDGER;
+use crate::arch::Arch;
+use crate::channel::anchor::Anchor;
+use crate::publisher::Publisher;
 use crate::signing::{Keyring, SecretKey};
 use crate::store::Store;
 use crate::ui::Ui;
+use std::path::PathBuf;
 
 /// How a command that ran to its end went.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,6 +62,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Unyank(args) => operate::unyank(&ctx, args),
         Command::Rollback(args) => operate::rollback(&ctx, args),
         Command::Refresh(args) => operate::refresh(&ctx, args),
+        Command::Repair(args) => operate::repair(&ctx, args),
+        Command::Adopt(args) => operate::adopt(&ctx, args),
         Command::Verify(args) => verify::run(&ctx, args),
         Command::Keygen(args) => plumbing::keygen(&ctx, args),
         Command::Sign(args) => plumbing::sign(&ctx, args),
@@ -131,38 +135,55 @@ pub(crate) fn load_keys(config: &Config, ui: &Ui) -> Result<(SecretKey, Keyring)
     Ok((key, keyring))
 }
 
-/// Reads and verifies the channel's ledger; one that does not verify stops
-/// every write.
-pub(crate) fn load_ledger(
-    store: &dyn Store,
-    keyring: &Keyring,
-) -> Result<(Ledger, Option<Vec<u8>>)> {
-    let bytes = store.get_channel_file(LEDGER)?;
-    let ledger = match &bytes {
-        Some(b) => {
-            Ledger::parse(b, keyring).with_context(|| format!("{}/{}", store.describe(), LEDGER))?
-        }
-        None => Ledger::default(),
-    };
-    Ok((ledger, bytes))
+/// Test-only: overrides the signature creation time (RFC 3339), so tests can
+/// make signatures that have already expired. Never set it in production.
+pub const SIGNING_TIME_ENV: &str = "SYSUPDATE_PUBLISH_SIGNING_TIME";
+
+/// The signing time: now, unless the documented test override is set.
+pub(crate) fn signing_time() -> Result<SystemTime> {
+    match std::env::var(SIGNING_TIME_ENV) {
+        Ok(s) => humantime::parse_rfc3339_weak(&s)
+            .map_err(|e| UsageError(format!("{SIGNING_TIME_ENV}={s:?}: {e}")).into()),
+        Err(_) => Ok(SystemTime::now()),
+    }
 }
 
-/// Appends one signed entry to the ledger and stores it.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn record(
-    store: &dyn Store,
-    ledger: &mut Ledger,
-    previous: Option<&[u8]>,
-    key: &SecretKey,
-    now: SystemTime,
-    action: Action,
-    versions: Vec<String>,
-    files: ledger::Files,
-    reason: Option<String>,
-) -> Result<()> {
-    let bytes = ledger.append(key, now, action, versions, files, reason)?;
-    store.put_channel_file(LEDGER, &bytes, previous)?;
-    Ok(())
+/// The configured channel's publisher.
+pub(crate) fn publisher<'a>(
+    ctx: &'a Ctx,
+    config: &'a Config,
+    store: &'a dyn Store,
+    keyring: &'a Keyring,
+) -> Result<Publisher<'a>> {
+    Ok(Publisher {
+        store,
+        keyring,
+        transfers_dir: &config.transfers.dir,
+        keep: config.channel.keep,
+        signature_lifetime: config.channel.signature_lifetime,
+        expiry_warning: config.channel.expiry_warning,
+        anchor: Anchor::for_store(&store.describe()),
+        now: signing_time()?,
+        events: &ctx.ui,
+    })
+}
+
+/// `SYSTEM=PATH` pairs of `--output`, one per arch.
+pub(crate) fn parse_outputs(outputs: &[String]) -> Result<Vec<(Arch, PathBuf)>> {
+    let mut seen: Vec<(Arch, PathBuf)> = Vec::new();
+    for o in outputs {
+        let (sys, path) = o.split_once('=').ok_or_else(|| {
+            UsageError(format!(
+                "--output {o:?}: expected SYSTEM=PATH, e.g. x86_64-linux=./result"
+            ))
+        })?;
+        let arch = Arch::parse(sys).map_err(|e| UsageError(format!("--output {o:?}: {e}")))?;
+        if seen.iter().any(|(a, _)| *a == arch) {
+            return Err(UsageError(format!("--output: {arch} given twice")).into());
+        }
+        seen.push((arch, PathBuf::from(path)));
+    }
+    Ok(seen)
 }
 
 /// Writes a file that must not exist yet.

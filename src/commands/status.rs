@@ -1,19 +1,17 @@
-//! `status`: what is published, who signed it, until when, and what is wrong.
-
-use std::time::SystemTime;
+//! `status`: what is published, who signed it, until when, what was
+//! withdrawn, the history, and everything wrong with the channel.
 
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{human_bytes, rfc3339, Ctx, Outcome};
+use super::{human_bytes, publisher, rfc3339, Ctx, Outcome};
 use crate::arch::Arch;
-use crate::channel;
+use crate::channel::problem::Problem;
+use crate::channel::state::{ArchView, Channel};
 use crate::cli::StatusArgs;
 use crate::hash;
-use crate::manifest::{self, MANIFEST, SIGNATURE};
 use crate::signing::Keyring;
-use crate::store::{self, Store};
-use crate::transfer;
+use crate::store;
 
 #[derive(Serialize)]
 struct FileStatus {
@@ -31,6 +29,15 @@ struct VersionStatus {
     missing: Vec<String>,
 }
 
+#[derive(Serialize)]
+struct Withdrawn {
+    version: String,
+    action: String,
+    time: String,
+    reason: Option<String>,
+    signer: String,
+}
+
 #[derive(Serialize, Default)]
 struct ArchStatus {
     arch: String,
@@ -39,82 +46,52 @@ struct ArchStatus {
     expires: Option<String>,
     best_before: Option<String>,
     versions: Vec<VersionStatus>,
-    /// Files in the arch directory that no manifest names (leftovers; devices never see them).
+    /// Stored payloads no manifest names: kept for `unyank`, or leftovers.
     unreferenced: Vec<String>,
     problems: Vec<String>,
 }
 
 #[derive(Serialize)]
 struct StatusReport {
+    schema: u32,
     store: String,
     arches: Vec<ArchStatus>,
-    /// The most recent ledger entries, oldest first.
+    withdrawn: Vec<Withdrawn>,
+    /// The most recent history entries, oldest first.
     history: Vec<crate::ledger::Entry>,
-    /// Channel-level problems (the ledger).
+    /// Channel-level problems (the history, interrupted writes).
     problems: Vec<String>,
+    /// Every problem, typed, with the command that fixes it.
+    findings: Vec<Finding>,
 }
 
-/// How many ledger entries `status` shows.
+#[derive(Serialize)]
+struct Finding {
+    #[serde(flatten)]
+    problem: Problem,
+    blocks_writes: bool,
+    fix: String,
+}
+
+/// How many history entries `status` shows.
 const HISTORY: usize = 10;
 
-fn arch_status(
-    store: &dyn Store,
-    keyring: &Keyring,
-    transfers_dir: &std::path::Path,
-    arch: Arch,
-    hash_payloads: bool,
-    ctx: &Ctx,
-) -> Result<ArchStatus> {
+fn arch_status(view: &ArchView, problems: &[&Problem]) -> ArchStatus {
     let mut st = ArchStatus {
-        arch: arch.to_string(),
+        arch: view.arch.to_string(),
         ..Default::default()
     };
-    let files = store.list(arch)?;
-    let Some(bytes) = store.get(arch, MANIFEST)? else {
+    if let Some(info) = view.signature.info() {
+        st.signer = Some(info.fingerprint.clone());
+        st.signed = Some(rfc3339(info.created));
+        st.expires = info.expires.map(rfc3339);
+    }
+    if view.manifest_sha256.is_none() {
         st.problems
             .push("no SHA256SUMS: nothing is published here".into());
-        return Ok(st);
-    };
-    let verified = match store.get(arch, SIGNATURE)? {
-        None => Err("SHA256SUMS.gpg is missing: devices refuse the manifest".to_string()),
-        Some(sig) => keyring
-            .verify(&bytes, &sig, SystemTime::now())
-            .map_err(|e| format!("signature: {e}")),
-    };
-    let verified = match verified {
-        Err(problem) => {
-            match channel::pending_signature(store, keyring, arch, &bytes, SystemTime::now())? {
-                Some((info, _)) => {
-                    st.problems.push(format!(
-                        "interrupted commit: SHA256SUMS verifies only with {}; devices refuse it until the next release, yank or refresh finishes the commit (or a commit is in progress right now)",
-                        crate::manifest::PENDING_SIGNATURE
-                    ));
-                    Ok(info)
-                }
-                None => Err(problem),
-            }
-        }
-        ok => ok,
-    };
-    match verified {
-        Ok(info) => {
-            st.signer = Some(info.fingerprint);
-            st.signed = Some(rfc3339(info.created));
-            st.expires = info.expires.map(rfc3339);
-        }
-        Err(problem) => st.problems.push(problem),
     }
-    let m = match manifest::parse(&bytes) {
-        Ok(m) => m,
-        Err(e) => {
-            st.problems.push(format!("manifest: {e}"));
-            return Ok(st);
-        }
-    };
-    st.best_before = m.best_before.map(|d| d.to_string());
-    let transfers = channel::load_transfers(transfers_dir, arch.systemd())?;
-    let c = transfer::classify(&transfers, m.entries.keys().map(String::as_str));
-    for set in &c.versions {
+    st.best_before = view.manifest.best_before.map(|d| d.to_string());
+    for set in &view.versions {
         let mut v = VersionStatus {
             version: set.version.clone(),
             complete: set.is_complete(),
@@ -122,109 +99,69 @@ fn arch_status(
             files: vec![],
             missing: set.missing.clone(),
         };
-        if !set.missing.is_empty() {
-            st.problems.push(format!(
-                "version {} is incomplete (no file for {}): devices skip it",
-                set.version,
-                set.missing.join(", ")
-            ));
-        }
         for name in set.files.values() {
-            let expected = m.entries[name];
-            let size = if hash_payloads {
-                let len = files.get(name).map_or(0, |f| f.size);
-                let bar = ctx.ui.bytes_bar(len, format!("{arch} verify {name}"));
-                let got = store.hash(arch, name, &mut |n| bar.inc(n))?;
-                bar.finish_and_clear();
-                if got.is_some_and(|(h, _)| h != expected) {
-                    st.problems.push(format!(
-                        "{name} does not have the listed sha256 {}: devices refuse it",
-                        hash::to_hex(&expected)
-                    ));
-                }
-                got.map(|(_, len)| len)
-            } else {
-                files.get(name).map(|f| f.size)
-            };
-            if size.is_none() {
-                st.problems
-                    .push(format!("{name} is listed but missing from the hosting"));
-            }
+            let size = view.served.get(name).map(|f| f.size);
             v.size += size.unwrap_or(0);
             v.files.push(FileStatus {
                 name: name.clone(),
                 size,
-                sha256: hash::to_hex(&expected),
+                sha256: hash::to_hex(&view.manifest.entries[name]),
             });
         }
         st.versions.push(v);
     }
-    for name in &c.unmatched {
-        st.problems
-            .push(format!("{name} is listed but matches no transfer file"));
-    }
-    let listed = channel::referenced(&m);
-    st.unreferenced = files
+    st.unreferenced = view
+        .stored
         .keys()
-        .filter(|n| !listed.contains(n.as_str()) && *n != MANIFEST && *n != SIGNATURE)
+        .filter(|n| !view.manifest.entries.contains_key(*n))
         .cloned()
         .collect();
-    Ok(st)
+    st.problems
+        .extend(problems.iter().map(|p| format!("{p}: {}", p.fix())));
+    st
 }
 
 pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
     let config = ctx.config()?;
     let keyring = Keyring::load(&config.signing.keyring)?;
-    let store = store::open(&config.channel.store);
-    let mut report = StatusReport {
-        store: store.describe(),
-        arches: vec![],
-        history: vec![],
-        problems: vec![],
-    };
-    match super::load_ledger(store.as_ref(), &keyring) {
-        Ok((ledger, _)) => {
-            let all: Vec<_> = ledger.entries().cloned().collect();
-            report.history = all[all.len().saturating_sub(HISTORY)..].to_vec();
-        }
-        Err(e) => report.problems.push(format!("{e:#}")),
+    let store = store::open_channel(&config.channel);
+    let publisher = publisher(ctx, &config, store.as_ref(), &keyring)?;
+    let channel = publisher.read(args.deep)?;
+    if publisher.anchor.is_none() {
+        ctx.ui.detail(
+            "no state directory for this machine's remembered history head (set SYSUPDATE_PUBLISH_STATE_DIR): a hosting that rolls back history and manifests together goes unnoticed",
+        );
     }
-    let arches = store.arches()?;
-    if arches.is_empty() {
+    let report = report(&channel);
+    if channel.arches.is_empty() {
         ctx.ui
-            .info(format!("{}: nothing published yet", store.describe()));
+            .info(format!("{}: nothing published yet", channel.location));
     }
-    for arch in arches {
-        let mut st = arch_status(
-            store.as_ref(),
-            &keyring,
-            &config.transfers.dir,
-            arch,
-            !args.no_hash,
-            ctx,
-        )?;
-        if let Some(expires) = &st.expires {
-            let margin = config.channel.expiry_warning;
-            let soon =
-                humantime::parse_rfc3339(expires).is_ok_and(|e| e <= SystemTime::now() + margin);
-            if soon {
-                st.problems.push(format!(
-                    "the signature expires at {expires}, within {}: run `sysupdate-publish refresh`",
-                    humantime::format_duration(margin)
-                ));
-            }
-        }
-        print_arch(ctx, &st);
-        report.arches.push(st);
+    for st in &report.arches {
+        print_arch(ctx, st);
+    }
+    for w in &report.withdrawn {
+        ctx.ui.info(format!(
+            "withdrawn: {} ({} at {}{})",
+            w.version,
+            w.action,
+            w.time,
+            w.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ));
     }
     if !report.history.is_empty() {
         ctx.ui.info("history:");
         for e in &report.history {
+            let versions: Vec<&str> = e.versions.iter().map(|v| v.as_str()).collect();
             ctx.ui.info(format!(
-                "  {} {:<8} {}{}",
+                "  #{:<3} {} {:<8} {}{}",
+                e.seq,
                 e.time,
                 e.action.to_string(),
-                e.versions.join(", "),
+                versions.join(", "),
                 e.reason
                     .as_deref()
                     .map(|r| format!(" ({r})"))
@@ -236,13 +173,59 @@ pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
         ctx.ui.info(format!("PROBLEM: {p}"));
     }
     ctx.emit(&report)?;
-    let problems =
-        !report.problems.is_empty() || report.arches.iter().any(|a| !a.problems.is_empty());
-    Ok(if problems {
-        Outcome::Problems
-    } else {
+    Ok(if channel.problems.is_empty() {
         Outcome::Success
+    } else {
+        Outcome::Problems
     })
+}
+
+fn report(channel: &Channel) -> StatusReport {
+    let per_arch = |arch: Arch| -> Vec<&Problem> {
+        channel
+            .problems
+            .iter()
+            .filter(|p| p.arch() == Some(arch))
+            .collect()
+    };
+    let all: Vec<_> = channel.history.entries().cloned().collect();
+    StatusReport {
+        schema: crate::publisher::report::SCHEMA,
+        store: channel.location.clone(),
+        arches: channel
+            .arches
+            .values()
+            .map(|v| arch_status(v, &per_arch(v.arch)))
+            .collect(),
+        withdrawn: channel
+            .history
+            .withdrawn()
+            .into_iter()
+            .map(|(v, e)| Withdrawn {
+                version: v.to_string(),
+                action: e.action.to_string(),
+                time: e.time.clone(),
+                reason: e.reason.clone(),
+                signer: e.signer.clone(),
+            })
+            .collect(),
+        history: all[all.len().saturating_sub(HISTORY)..].to_vec(),
+        problems: channel
+            .problems
+            .iter()
+            .filter(|p| p.arch().is_none())
+            .map(|p| format!("{p}: {}", p.fix()))
+            .collect(),
+        findings: channel
+            .problems
+            .iter()
+            .map(|p| Finding {
+                problem: p.clone(),
+                blocks_writes: p.blocks_writes(),
+                fix: p.fix(),
+            })
+            .collect(),
+    }
 }
 
 fn print_arch(ctx: &Ctx, st: &ArchStatus) {
@@ -255,6 +238,7 @@ fn print_arch(ctx: &Ctx, st: &ArchStatus) {
                 None => "no expiry".into(),
             }
         ),
+        _ if st.versions.is_empty() => "nothing published".into(),
         _ => "signature not valid".into(),
     };
     ui.info(format!("{}: {signer}", st.arch));
@@ -271,7 +255,7 @@ fn print_arch(ctx: &Ctx, st: &ArchStatus) {
     }
     if !st.unreferenced.is_empty() {
         ui.info(format!(
-            "  unreferenced files: {}",
+            "  stored, not listed: {}",
             st.unreferenced.join(", ")
         ));
     }

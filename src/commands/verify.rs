@@ -1,22 +1,21 @@
-//! `verify`: the channel as a device sees it, over HTTP(S) from its public URL.
-
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::SystemTime;
+//! `verify`: the channel as a device sees it, over HTTP(S) from its public
+//! URL, read by the same reader as `status` (so a served manifest that is
+//! not the history's newest shows the same way), plus the device-view
+//! checks of what the server sends.
 
 use anyhow::Result;
 use serde::Serialize;
 
 use super::{rfc3339, Ctx, Outcome, UsageError};
 use crate::arch::Arch;
-use crate::channel;
+use crate::channel::device::{self, Finding, Severity};
+use crate::channel::source::HttpSource;
+use crate::channel::state::{self, ReadOptions};
 use crate::cli::VerifyArgs;
-use crate::hash;
-use crate::http::{Http, Response};
-use crate::manifest::{self, MANIFEST, SIGNATURE, SIGNATURE_FALLBACKS};
+use crate::http::Http;
+use crate::manifest::{LEDGER, MANIFEST, SIGNATURE, SIGNATURE_FALLBACKS};
 use crate::signing::Keyring;
 use crate::store;
-use crate::transfer;
 
 #[derive(Serialize, Default)]
 struct ArchCheck {
@@ -31,208 +30,14 @@ struct ArchCheck {
     warnings: Vec<String>,
 }
 
-/// systemd's own gpg command line (src/import/pull-common.c), when gpg exists.
-fn gpg_verify(keyring: &Path, manifest: &[u8], signature: &[u8]) -> Option<Result<(), String>> {
-    use std::io::Write;
-    let dir = tempfile::tempdir().ok()?;
-    let sig = dir.path().join("sig");
-    std::fs::write(&sig, signature).ok()?;
-    let home = dir.path().join("home");
-    std::fs::create_dir(&home).ok()?;
-    let mut child = Command::new("gpg")
-        .args(crate::signing::SYSTEMD_GPG_ARGS)
-        .arg(format!("--homedir={}", home.display()))
-        .arg(format!("--keyring={}", keyring.display()))
-        .arg("--verify")
-        .arg(&sig)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .ok()?;
-    let _ = child.stdin.take()?.write_all(manifest);
-    let out = child.wait_with_output().ok()?;
-    let _ = Command::new("gpgconf")
-        .arg("--homedir")
-        .arg(&home)
-        .args(["--kill", "all"])
-        .status();
-    Some(if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr)
-            .trim()
-            .replace('\n', "; "))
-    })
-}
-
-fn check_cache(what: &str, r: &Response, immutable: bool, c: &mut ArchCheck) {
-    let Some(cc) = &r.cache_control else {
-        c.warnings.push(format!("{what}: no Cache-Control header"));
-        return;
-    };
-    let cc = cc.to_ascii_lowercase();
-    if immutable && !(cc.contains("immutable") || cc.contains("max-age")) {
-        c.warnings.push(format!(
-            "{what}: Cache-Control {cc:?} does not allow long caching"
-        ));
-    }
-    let uncached = cc.contains("no-cache") || cc.contains("no-store") || cc.contains("max-age=0");
-    if !immutable && !uncached {
-        c.problems.push(format!(
-            "{what}: Cache-Control {cc:?} lets caches serve a stale manifest; use no-cache"
-        ));
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn check_arch(
-    http: &Http,
-    base: &str,
-    arch: Arch,
-    keyring: &Keyring,
-    keyring_path: &Path,
-    transfers_dir: &Path,
-    store: &dyn store::Store,
+#[derive(Serialize)]
+struct Report {
+    schema: u32,
+    url: String,
     deep: bool,
-    margin: std::time::Duration,
-) -> Result<ArchCheck> {
-    let url = format!("{}/{arch}/", base.trim_end_matches('/'));
-    let mut c = ArchCheck {
-        arch: arch.to_string(),
-        url: url.clone(),
-        ..Default::default()
-    };
-    let fetch = |name: &str| http.get(&format!("{url}{name}"));
-    let sums = fetch(MANIFEST)?;
-    if sums.status != 200 {
-        c.problems.push(format!(
-            "{MANIFEST}: HTTP {} (devices cannot update)",
-            sums.status
-        ));
-        return Ok(c);
-    }
-    let sig = fetch(SIGNATURE)?;
-    if sig.status != 200 {
-        c.problems.push(format!(
-            "{SIGNATURE}: HTTP {} (devices refuse the manifest)",
-            sig.status
-        ));
-    }
-    for (name, r) in [(MANIFEST, &sums), (SIGNATURE, &sig)] {
-        if let Some(enc) = &r.content_encoding {
-            c.problems
-                .push(format!("{name}: served with Content-Encoding {enc}"));
-        }
-        check_cache(name, r, false, &mut c);
-    }
-    for name in SIGNATURE_FALLBACKS {
-        let r = fetch(name)?;
-        if r.status != 404 {
-            c.problems.push(format!(
-                "{name}: HTTP {} instead of 404; systemd 258+ tries this name first and gives up on anything but 404",
-                r.status
-            ));
-        }
-    }
-    let now = SystemTime::now();
-    match keyring.verify(&sums.body, &sig.body, now) {
-        Ok(info) => {
-            c.signer = Some(info.fingerprint);
-            if let Some(e) = info.expires {
-                c.expires = Some(rfc3339(e));
-                if e <= now + margin {
-                    c.problems.push(format!(
-                        "the signature expires at {} (within {}): run `sysupdate-publish refresh`",
-                        rfc3339(e),
-                        humantime::format_duration(margin)
-                    ));
-                }
-            }
-        }
-        Err(e) => c.problems.push(format!("signature: {e}")),
-    }
-    if let Some(Err(e)) = gpg_verify(keyring_path, &sums.body, &sig.body) {
-        c.problems.push(format!(
-            "gpg (systemd's command line) refuses the manifest: {e}"
-        ));
-    }
-    let m = match manifest::parse(&sums.body) {
-        Ok(m) => m,
-        Err(e) => {
-            c.problems.push(format!("manifest: {e}"));
-            return Ok(c);
-        }
-    };
-    let transfers = channel::load_transfers(transfers_dir, arch.systemd())?;
-    let cl = transfer::classify(&transfers, m.entries.keys().map(String::as_str));
-    for v in &cl.versions {
-        if !v.is_complete() {
-            c.problems.push(format!(
-                "version {} is incomplete (no file for {}): devices skip it",
-                v.version,
-                v.missing.join(", ")
-            ));
-        }
-    }
-    for name in &cl.unmatched {
-        c.problems.push(format!("{name} matches no transfer file"));
-    }
-    c.versions = cl.versions.iter().map(|v| v.version.clone()).collect();
-    c.newest = cl
-        .versions
-        .iter()
-        .find(|v| v.is_complete())
-        .map(|v| v.version.clone());
-    // What the store says is published (what `status` shows).
-    match store.get(arch, MANIFEST) {
-        Ok(Some(stored)) if stored != sums.body => c.problems.push(
-            "the hosting serves a different SHA256SUMS than the store holds (stale cache or another origin)".into(),
-        ),
-        Ok(_) => {}
-        Err(e) => c.warnings.push(format!("cannot compare with the store: {e}")),
-    }
-    let sizes = store.list(arch).unwrap_or_default();
-    for (name, want) in &m.entries {
-        let purl = format!("{url}{name}");
-        if deep {
-            let (status, got, len) = http.get_hashed(&purl)?;
-            if status != 200 {
-                c.problems.push(format!("{name}: HTTP {status}"));
-            } else if &got != want {
-                c.problems.push(format!(
-                    "{name}: downloaded {len} bytes hash to {}, the manifest says {}: devices refuse it",
-                    hash::to_hex(&got),
-                    hash::to_hex(want)
-                ));
-            }
-        }
-        let r = http.head(&purl)?;
-        if r.status != 200 {
-            c.problems.push(format!(
-                "{name}: HTTP {} (listed in the manifest)",
-                r.status
-            ));
-            continue;
-        }
-        if let Some(enc) = &r.content_encoding {
-            c.problems.push(format!(
-                "{name}: served with Content-Encoding {enc}; devices hash the bytes as served"
-            ));
-        }
-        match (r.content_length, sizes.get(name)) {
-            (None, _) => c.problems.push(format!("{name}: no Content-Length")),
-            (Some(got), Some(info)) if got != info.size => c.problems.push(format!(
-                "{name}: Content-Length {got}, but the stored payload has {} bytes",
-                info.size
-            )),
-            _ => {}
-        }
-        check_cache(name, &r, true, &mut c);
-        c.payloads_checked += 1;
-    }
-    Ok(c)
+    arches: Vec<ArchCheck>,
+    /// Channel-level problems (the history).
+    problems: Vec<String>,
 }
 
 pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
@@ -248,7 +53,7 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
             ))
         })?;
     let keyring = Keyring::load(&config.signing.keyring)?;
-    let store = config.channel.open_store();
+    let store = store::open_channel(&config.channel);
     let http = Http::new(args.ca.as_deref())?;
     let arches = if args.arches.is_empty() {
         store.arches()?
@@ -261,19 +66,88 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
     if arches.is_empty() {
         return Err(UsageError("the store has no architectures; pass --arch".into()).into());
     }
+    // Devices never read the history; what they are served must be what it names.
+    let history = store.get_channel_file(LEDGER)?;
+    let source = HttpSource::new(&http, &base, arches.clone(), history);
+    let opts = ReadOptions {
+        keyring: &keyring,
+        transfers_dir: &config.transfers.dir,
+        now: std::time::SystemTime::now(),
+        expiry_warning: config.channel.expiry_warning,
+        deep: args.deep,
+        remembered: None,
+        events: &ctx.ui,
+    };
+    let channel = state::read(&source, &opts)?;
+
     let mut checks = Vec::new();
-    for &arch in &arches {
-        let c = check_arch(
-            &http,
-            &base,
-            arch,
-            &keyring,
-            &config.signing.keyring,
-            &config.transfers.dir,
-            store.as_ref(),
-            args.deep,
-            config.channel.expiry_warning,
-        )?;
+    for arch in &arches {
+        let view = &channel.arches[arch];
+        let mut findings: Vec<Finding> = Vec::new();
+        for name in [MANIFEST, SIGNATURE] {
+            findings.extend(device::check_manifest(
+                *arch,
+                name,
+                &source.response(*arch, name, true)?,
+            ));
+        }
+        for name in SIGNATURE_FALLBACKS {
+            let status = source.response(*arch, name, true)?.status;
+            findings.extend(device::check_fallback(*arch, name, status));
+        }
+        let sums = source.response(*arch, MANIFEST, true)?;
+        let sig = source.response(*arch, SIGNATURE, true)?;
+        if sums.status == 200 && sig.status == 200 {
+            if let Some(Err(e)) = device::gpg_verify(&config.signing.keyring, &sums.body, &sig.body)
+            {
+                findings.push(Finding {
+                    severity: Severity::Problem,
+                    arch: *arch,
+                    file: SIGNATURE.into(),
+                    message: format!("gpg (systemd's command line) refuses the manifest: {e}"),
+                });
+            }
+        }
+        let record = channel.record(*arch);
+        let mut checked = 0;
+        for name in view.manifest.entries.keys() {
+            let size = record.and_then(|r| r.files.get(name)).map(|f| f.size);
+            findings.extend(device::check_payload(
+                *arch,
+                name,
+                &source.response(*arch, name, false)?,
+                size,
+            ));
+            checked += 1;
+        }
+        let mut c = ArchCheck {
+            arch: arch.to_string(),
+            url: format!("{}/{arch}/", source.base),
+            newest: view
+                .versions
+                .iter()
+                .find(|v| v.is_complete())
+                .map(|v| v.version.clone()),
+            versions: view.versions.iter().map(|v| v.version.clone()).collect(),
+            signer: view.signature.info().map(|i| i.fingerprint.clone()),
+            expires: view
+                .signature
+                .info()
+                .and_then(|i| i.expires)
+                .map(rfc3339),
+            payloads_checked: checked,
+            ..Default::default()
+        };
+        for p in channel.problems.iter().filter(|p| p.arch() == Some(*arch)) {
+            c.problems.push(format!("{p}: {}", p.fix()));
+        }
+        for f in findings {
+            let text = format!("{}: {}", f.file, f.message);
+            match f.severity {
+                Severity::Problem => c.problems.push(text),
+                Severity::Warning => c.warnings.push(text),
+            }
+        }
         if c.problems.is_empty() {
             ctx.ui.info(format!(
                 "{}: OK, newest {} ({} payloads checked{})",
@@ -294,17 +168,27 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
         }
         checks.push(c);
     }
-    #[derive(Serialize)]
-    struct Report {
-        url: String,
-        deep: bool,
-        arches: Vec<ArchCheck>,
+    let problems: Vec<String> = channel
+        .problems
+        .iter()
+        .filter(|p| p.arch().is_none())
+        .map(|p| format!("{p}: {}", p.fix()))
+        .collect();
+    for p in &problems {
+        ctx.ui.info(format!("PROBLEM: {p}"));
     }
-    let bad = checks.iter().any(|c| !c.problems.is_empty());
+    let warnings: usize = checks.iter().map(|c| c.warnings.len()).sum();
+    if warnings > 0 && !ctx.ui.verbose() {
+        ctx.ui
+            .info(format!("{warnings} warning(s); run with -v to see them"));
+    }
+    let bad = !problems.is_empty() || checks.iter().any(|c| !c.problems.is_empty());
     ctx.emit(&Report {
+        schema: crate::publisher::report::SCHEMA,
         url: base,
         deep: args.deep,
         arches: checks,
+        problems,
     })?;
     Ok(if bad {
         Outcome::Problems

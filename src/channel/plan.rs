@@ -1,0 +1,828 @@
+//! Planning a write: from the verified channel and what a command asks, the
+//! new manifest of every arch, or a [`Refusal`]. Every check for every arch
+//! happens here, before anything is written. Pure apart from hashing
+//! payloads the hosting already holds (a resumed release, or a withdrawn
+//! version coming back without an upload).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use super::refusal::Refusal;
+use super::state::{ArchView, Channel};
+use crate::arch::Arch;
+use crate::hash::{self, Digest};
+use crate::ledger::{Action, Files, Ledger};
+use crate::manifest::{self, Date, Manifest};
+use crate::stage::Payload;
+use crate::store::{Store, StoreError};
+use crate::transfer::{self, Transfer};
+use crate::version::{self, Version, VersionWarning};
+
+#[derive(Debug, Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A staged payload that could not be read (or changed) when hashed.
+    #[error("{arch}: {source}")]
+    Payload {
+        arch: Arch,
+        source: std::io::Error,
+    },
+}
+
+/// What every plan needs from the channel's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Versions kept per arch.
+    pub keep: usize,
+    /// BEST-BEFORE of every manifest this write signs.
+    pub best_before: Option<Date>,
+}
+
+/// A payload to upload, as the report shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Upload {
+    pub name: String,
+    pub size: u64,
+    /// `None` until the upload that hashes it.
+    pub sha256: Option<String>,
+}
+
+/// One arch's part of a write.
+#[derive(Clone, Debug)]
+pub struct ArchPlan {
+    pub arch: Arch,
+    /// What the arch serves now (the history's head).
+    pub before: Manifest,
+    pub after: Manifest,
+    pub added: Vec<Version>,
+    pub kept: Vec<Version>,
+    pub dropped: Vec<Version>,
+    pub removed: Vec<Version>,
+    pub restored: Vec<Version>,
+    /// New payloads, uploaded before anything is committed.
+    pub uploads: Vec<Payload>,
+    /// Payloads already stored with the right bytes (a resumed release).
+    pub reused: Vec<String>,
+    /// Size of every payload `after` lists.
+    pub sizes: BTreeMap<String, u64>,
+    /// Versions published after the write, newest first.
+    pub versions: Vec<Version>,
+}
+
+impl ArchPlan {
+    fn unchanged(view: Option<&ArchView>, arch: Arch) -> ArchPlan {
+        let before = view.map(|v| v.manifest.clone()).unwrap_or_default();
+        ArchPlan {
+            arch,
+            after: before.clone(),
+            before,
+            added: vec![],
+            kept: vec![],
+            dropped: vec![],
+            removed: vec![],
+            restored: vec![],
+            uploads: vec![],
+            reused: vec![],
+            sizes: BTreeMap::new(),
+            versions: view.map(|v| v.versions()).unwrap_or_default(),
+        }
+    }
+
+    /// Whether devices would see another list of payloads.
+    pub fn changes_entries(&self) -> bool {
+        self.after.entries != self.before.entries
+    }
+
+    /// Adds the hashes uploads learned to `after`; with `hash_missing`,
+    /// any still unknown is read from its file now.
+    pub fn complete_hashes(&mut self, hash_missing: bool) -> Result<(), PlanError> {
+        for p in &self.uploads {
+            let digest = match p.sha256.get() {
+                Some(d) => d,
+                None if hash_missing => p.digest().map_err(|source| PlanError::Payload {
+                    arch: self.arch,
+                    source,
+                })?,
+                None => continue,
+            };
+            self.after.entries.insert(p.name.clone(), digest);
+        }
+        Ok(())
+    }
+
+    pub fn upload_bytes(&self) -> u64 {
+        self.uploads.iter().map(|p| p.size).sum()
+    }
+
+    pub fn upload_list(&self) -> Vec<Upload> {
+        self.uploads
+            .iter()
+            .map(|p| Upload {
+                name: p.name.clone(),
+                size: p.size,
+                sha256: p.sha256.get().map(|d| hash::to_hex(&d)),
+            })
+            .collect()
+    }
+}
+
+/// A planned write of the whole channel.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub action: Action,
+    pub versions: Vec<Version>,
+    pub reason: Option<String>,
+    pub arches: Vec<ArchPlan>,
+    /// For the history: version → arch → name → hash of the files concerned.
+    pub files: Files,
+}
+
+impl Plan {
+    /// Whether committing it changes anything. A refresh re-signs, so it
+    /// always does; anything else that lists the same payloads writes nothing.
+    pub fn changes(&self) -> bool {
+        match self.action {
+            Action::Refresh => !self.arches.is_empty(),
+            _ => self.arches.iter().any(ArchPlan::changes_entries),
+        }
+    }
+
+    /// The arches whose manifest this write replaces.
+    pub fn changed(&self) -> impl Iterator<Item = &ArchPlan> {
+        let all = self.action == Action::Refresh;
+        self.arches
+            .iter()
+            .filter(move |a| all || a.changes_entries())
+    }
+
+    pub fn upload_bytes(&self) -> u64 {
+        self.arches.iter().map(ArchPlan::upload_bytes).sum()
+    }
+
+    /// Records the hashes uploads learned in the history's file list.
+    pub fn record_uploads(&mut self) {
+        if self.action != Action::Publish {
+            return;
+        }
+        let Some(version) = self.versions.first().cloned() else {
+            return;
+        };
+        for ap in &self.arches {
+            for p in &ap.uploads {
+                if let Some(d) = ap.after.entries.get(&p.name) {
+                    self.files
+                        .entry(version.clone())
+                        .or_default()
+                        .entry(ap.arch)
+                        .or_default()
+                        .insert(p.name.clone(), hash::to_hex(d));
+                }
+            }
+        }
+    }
+}
+
+/// A payload name as it will be published, and the build output's own name
+/// when it differs (it gets compressed on the way).
+pub struct NameCheck<'a> {
+    pub name: &'a str,
+    pub compressed_from: Option<&'a str>,
+}
+
+fn patterns(transfers: &[Transfer]) -> String {
+    transfers
+        .iter()
+        .flat_map(|t| t.source_patterns.iter().map(|p| p.to_string()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Finds the one version an architecture's payload names make up, or says
+/// why not. Cheap: run it before compressing anything.
+pub fn version_of_names(
+    arch: Arch,
+    transfers: &[Transfer],
+    names: &[NameCheck],
+) -> Result<(Version, Vec<VersionWarning>), Refusal> {
+    let c = transfer::classify(transfers, names.iter().map(|n| n.name));
+    if let Some(name) = c.unmatched.first() {
+        let name = match names
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| n.compressed_from)
+        {
+            Some(raw) => format!("{raw} would be compressed to {name}, which"),
+            None => name.clone(),
+        };
+        return Err(Refusal::Unmatched {
+            arch,
+            name,
+            patterns: patterns(transfers),
+        });
+    }
+    if let Some(conflict) = c.old_client_conflicts.first() {
+        return Err(Refusal::OldClientConflict {
+            arch,
+            explanation: conflict.explanation.clone(),
+        });
+    }
+    let [set] = c.versions.as_slice() else {
+        return Err(Refusal::SeveralVersions {
+            arch,
+            versions: c.versions.iter().map(|v| v.version.clone()).collect(),
+        });
+    };
+    if !set.missing.is_empty() {
+        return Err(Refusal::Incomplete {
+            arch,
+            version: set.version.clone(),
+            missing: set.missing.clone(),
+        });
+    }
+    if let Some((t, files)) = set.duplicates.first() {
+        return Err(Refusal::Duplicates {
+            arch,
+            version: set.version.clone(),
+            transfer: t.clone(),
+            files: files.clone(),
+        });
+    }
+    let warnings = version::validate(&set.version).map_err(|e| Refusal::InvalidVersion {
+        arch,
+        version: set.version.clone(),
+        error: e.to_string(),
+    })?;
+    Ok((Version::published(&set.version), warnings))
+}
+
+/// A withdrawn version comes back only when asked.
+pub fn refuse_withdrawn(ledger: &Ledger, version: &Version, how: &str) -> Result<(), Refusal> {
+    match ledger.withdrawn().get(version) {
+        Some(e) => Err(Refusal::Withdrawn {
+            version: version.clone(),
+            action: e.action,
+            time: e.time.clone(),
+            reason: e.reason.clone(),
+            how: how.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// One architecture's share of a release.
+pub struct ReleaseInput {
+    pub arch: Arch,
+    pub payloads: Vec<Payload>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ReleaseOptions<'a> {
+    pub version: Option<&'a str>,
+    pub allow_downgrade: bool,
+    pub unyank: bool,
+    pub settings: Settings,
+}
+
+fn digest(arch: Arch, p: &Payload) -> Result<Digest, PlanError> {
+    p.digest()
+        .map_err(|source| PlanError::Payload { arch, source })
+}
+
+/// The version a release publishes: what every arch's payload names say.
+pub fn release_version(
+    transfers: &BTreeMap<Arch, Vec<Transfer>>,
+    inputs: &[ReleaseInput],
+    wanted: Option<&str>,
+) -> Result<Version, Refusal> {
+    let mut found: Option<(Arch, Version)> = None;
+    for input in inputs {
+        let names: Vec<NameCheck> = input
+            .payloads
+            .iter()
+            .map(|p| NameCheck {
+                name: &p.name,
+                compressed_from: p.compressed_from.as_deref(),
+            })
+            .collect();
+        let empty = Vec::new();
+        let t = transfers.get(&input.arch).unwrap_or(&empty);
+        let (v, _) = version_of_names(input.arch, t, &names)?;
+        match &found {
+            Some((first, fv)) if fv.as_str() != v.as_str() => {
+                return Err(Refusal::ArchesDisagree {
+                    first: *first,
+                    first_version: fv.clone(),
+                    second: input.arch,
+                    second_version: v,
+                })
+            }
+            Some(_) => {}
+            None => found = Some((input.arch, v)),
+        }
+    }
+    let (_, version) = found.ok_or(Refusal::NoArchitectures)?;
+    if let Some(wanted) = wanted {
+        if wanted != version.as_str() {
+            return Err(Refusal::VersionMismatch {
+                wanted: wanted.to_string(),
+                found: version,
+            });
+        }
+    }
+    Ok(version)
+}
+
+/// Plans a release on the verified channel.
+pub fn plan_release(
+    store: &dyn Store,
+    channel: &Channel,
+    transfers: &BTreeMap<Arch, Vec<Transfer>>,
+    inputs: &[ReleaseInput],
+    opts: ReleaseOptions,
+) -> Result<Plan, PlanError> {
+    let version = release_version(transfers, inputs, opts.version)?;
+    if !opts.unyank {
+        refuse_withdrawn(
+            &channel.history,
+            &version,
+            "pass --unyank to publish it again",
+        )?;
+    }
+    let mut plan = Plan {
+        action: Action::Publish,
+        versions: vec![version.clone()],
+        reason: None,
+        arches: vec![],
+        files: Files::new(),
+    };
+    for input in inputs {
+        let ap = plan_release_arch(store, channel, transfers, input, &version, opts)?;
+        let files = plan
+            .files
+            .entry(version.clone())
+            .or_default()
+            .entry(input.arch)
+            .or_default();
+        for p in &input.payloads {
+            if let Some(d) = p.sha256.get() {
+                files.insert(p.name.clone(), hash::to_hex(&d));
+            }
+        }
+        plan.arches.push(ap);
+    }
+    Ok(plan)
+}
+
+fn plan_release_arch(
+    store: &dyn Store,
+    channel: &Channel,
+    transfers: &BTreeMap<Arch, Vec<Transfer>>,
+    input: &ReleaseInput,
+    version: &Version,
+    opts: ReleaseOptions,
+) -> Result<ArchPlan, PlanError> {
+    let arch = input.arch;
+    let view = channel.arches.get(&arch);
+    let mut plan = ArchPlan::unchanged(view, arch);
+    let names = channel.history.names(arch);
+    for p in &input.payloads {
+        if let Some(rec) = names.get(&p.name) {
+            let now = hash::to_hex(&digest(arch, p)?);
+            if now != rec.sha256 {
+                return Err(Refusal::NameReused {
+                    arch,
+                    name: p.name.clone(),
+                    seq: rec.seq,
+                    recorded: rec.sha256.clone(),
+                    found: now,
+                }
+                .into());
+            }
+        }
+    }
+    let published = view.map(|v| v.versions.as_slice()).unwrap_or_default();
+    let old = &plan.before;
+    if let Some(same) = published
+        .iter()
+        .find(|s| Version::published(&s.version) == *version)
+    {
+        if same.version != version.as_str() {
+            return Err(Refusal::EqualVersion {
+                arch,
+                version: version.clone(),
+                published: Version::published(&same.version),
+            }
+            .into());
+        }
+        let mut changes = Vec::new();
+        for p in &input.payloads {
+            match old.entries.get(&p.name) {
+                None => changes.push(format!("{} (not in the published set)", p.name)),
+                Some(h) => {
+                    let now = digest(arch, p)?;
+                    if *h != now {
+                        changes.push(format!(
+                            "{} (published {}, now {})",
+                            p.name,
+                            hash::to_hex(h),
+                            hash::to_hex(&now)
+                        ));
+                    }
+                }
+            }
+        }
+        if !changes.is_empty() || same.files.len() != input.payloads.len() {
+            return Err(Refusal::ChangedContent {
+                arch,
+                version: version.clone(),
+                changes,
+            }
+            .into());
+        }
+        plan.kept = plan.versions.clone();
+        return Ok(plan);
+    }
+    if let Some(newest) = published.first() {
+        let newest = Version::published(&newest.version);
+        if newest > *version && !opts.allow_downgrade {
+            return Err(Refusal::Downgrade {
+                arch,
+                version: version.clone(),
+                newest,
+            }
+            .into());
+        }
+    }
+
+    // Retention: the newest `keep` versions, always including the new one.
+    let mut all: Vec<Version> = published
+        .iter()
+        .map(|v| Version::published(&v.version))
+        .collect();
+    all.push(version.clone());
+    all.sort_by(|a, b| b.cmp(a));
+    let mut kept: Vec<Version> = all.iter().take(opts.settings.keep).cloned().collect();
+    if !kept.contains(version) {
+        kept.pop();
+        kept.push(version.clone());
+    }
+    plan.dropped = all.iter().filter(|v| !kept.contains(v)).cloned().collect();
+    plan.added = vec![version.clone()];
+    plan.kept = kept.iter().filter(|v| *v != version).cloned().collect();
+    plan.versions = kept.clone();
+
+    let record = channel.record(arch);
+    let size_of = |name: &str| record.and_then(|r| r.files.get(name)).map(|f| f.size);
+    let mut entries: BTreeMap<String, Digest> = BTreeMap::new();
+    for set in published
+        .iter()
+        .filter(|s| plan.kept.contains(&Version::published(&s.version)))
+    {
+        for name in set.files.values() {
+            entries.insert(name.clone(), old.entries[name]);
+        }
+    }
+    // Entries no transfer knows stay (they are signed by us); status shows them.
+    if let Some(view) = view {
+        for name in &view.unmatched {
+            entries.insert(name.clone(), old.entries[name]);
+        }
+    }
+    for name in entries.keys() {
+        let size = size_of(name)
+            .or_else(|| view.and_then(|v| v.served.get(name)).map(|f| f.size))
+            .unwrap_or(0);
+        plan.sizes.insert(name.clone(), size);
+    }
+    let stored = view.map(|v| &v.stored);
+    for p in &input.payloads {
+        plan.sizes.insert(p.name.clone(), p.size);
+        if stored.is_some_and(|s| s.contains_key(&p.name)) {
+            match store.payload_hash(arch, &p.name, &mut |_| {})? {
+                Some((h, _)) if h == digest(arch, p)? => plan.reused.push(p.name.clone()),
+                _ => {
+                    return Err(Refusal::Leftover {
+                        arch,
+                        name: p.name.clone(),
+                        store: store.describe(),
+                    }
+                    .into())
+                }
+            }
+        }
+        plan.uploads.push(p.clone());
+    }
+    plan.after = Manifest {
+        entries,
+        best_before: opts.settings.best_before,
+    };
+    // Reused payloads need no upload, but are listed with their known hash.
+    plan.uploads.retain(|p| !plan.reused.contains(&p.name));
+    for p in &input.payloads {
+        if plan.reused.contains(&p.name) {
+            plan.after.entries.insert(p.name.clone(), digest(arch, p)?);
+        }
+    }
+    plan.complete_hashes(false)?;
+    Ok(plan)
+}
+
+fn hex_files(set: &transfer::VersionSet, m: &Manifest) -> BTreeMap<String, String> {
+    set.files
+        .values()
+        .map(|n| (n.clone(), hash::to_hex(&m.entries[n])))
+        .collect()
+}
+
+/// The unchanged plan of every arch, to edit.
+fn every_arch(channel: &Channel, settings: Settings) -> Vec<ArchPlan> {
+    channel
+        .arches
+        .values()
+        .filter(|v| v.manifest_sha256.is_some())
+        .map(|v| {
+            let mut p = ArchPlan::unchanged(Some(v), v.arch);
+            p.after.best_before = settings.best_before;
+            p.sizes = sizes(channel, v);
+            p
+        })
+        .collect()
+}
+
+fn sizes(channel: &Channel, view: &ArchView) -> BTreeMap<String, u64> {
+    view.manifest
+        .entries
+        .keys()
+        .map(|n| {
+            let size = channel
+                .record(view.arch)
+                .and_then(|r| r.files.get(n))
+                .map(|f| f.size)
+                .or_else(|| view.served.get(n).map(|f| f.size))
+                .unwrap_or(0);
+            (n.clone(), size)
+        })
+        .collect()
+}
+
+fn finish(plan: &mut ArchPlan, view: &ArchView) {
+    plan.versions = transfer::classify(
+        &view.transfers,
+        plan.after.entries.keys().map(String::as_str),
+    )
+    .versions
+    .iter()
+    .map(|v| Version::published(&v.version))
+    .collect();
+}
+
+/// Withdraws `version` from the given arches (all that publish it when empty).
+pub fn plan_yank(
+    channel: &Channel,
+    version: &Version,
+    arches: &[Arch],
+    reason: &str,
+    settings: Settings,
+) -> Result<Plan, Refusal> {
+    let mut plan = Plan {
+        action: Action::Yank,
+        versions: vec![version.clone()],
+        reason: Some(reason.to_string()),
+        arches: vec![],
+        files: Files::new(),
+    };
+    for a in arches {
+        if !channel.arches.contains_key(a) {
+            return Err(Refusal::NoSuchArch(a.to_string()));
+        }
+    }
+    for mut ap in every_arch(channel, settings) {
+        let view = &channel.arches[&ap.arch];
+        let chosen = arches.is_empty() || arches.contains(&ap.arch);
+        if chosen {
+            match view.set(version) {
+                None if !arches.is_empty() => {
+                    return Err(Refusal::NotPublishedOn {
+                        arch: ap.arch,
+                        version: version.clone(),
+                    })
+                }
+                None => {}
+                Some(_) if view.versions.len() == 1 => {
+                    return Err(Refusal::OnlyVersion {
+                        arch: ap.arch,
+                        version: version.clone(),
+                    })
+                }
+                Some(set) => {
+                    for name in set.files.values() {
+                        ap.after.entries.remove(name);
+                    }
+                    ap.removed.push(version.clone());
+                    plan.files
+                        .entry(version.clone())
+                        .or_default()
+                        .insert(ap.arch, hex_files(set, &view.manifest));
+                }
+            }
+        }
+        finish(&mut ap, view);
+        plan.arches.push(ap);
+    }
+    if plan.files.is_empty() {
+        return Err(Refusal::NotPublished(version.clone()));
+    }
+    Ok(plan)
+}
+
+/// Files (name → hash) that can be re-added without an upload: recorded in
+/// the history and still stored with those bytes.
+fn restorable(
+    store: &dyn Store,
+    arch: Arch,
+    version: &Version,
+    recorded: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, Digest>, PlanError> {
+    let mut out = BTreeMap::new();
+    for (name, hex) in recorded {
+        let refuse = |why: String| Refusal::NotRestorable {
+            arch,
+            version: version.clone(),
+            why,
+        };
+        let want = manifest::hex_digest_from_str(hex)
+            .ok_or_else(|| refuse(format!("the history has a malformed hash for {name}")))?;
+        match store.payload_hash(arch, name, &mut |_| {})? {
+            Some((h, _)) if h == want => {
+                out.insert(name.clone(), h);
+            }
+            Some(_) => return Err(refuse(format!("{name} is stored with other content")).into()),
+            None => {
+                return Err(
+                    refuse(format!("{name} is no longer stored (retention pruned it)")).into(),
+                )
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn restore(
+    store: &dyn Store,
+    ap: &mut ArchPlan,
+    version: &Version,
+    recorded: &BTreeMap<String, String>,
+    files: &mut Files,
+) -> Result<(), PlanError> {
+    let found = restorable(store, ap.arch, version, recorded)?;
+    for (name, d) in &found {
+        let size = store
+            .list(ap.arch)?
+            .get(name)
+            .map(|f| f.size)
+            .unwrap_or(0);
+        ap.sizes.insert(name.clone(), size);
+        ap.after.entries.insert(name.clone(), *d);
+    }
+    files
+        .entry(version.clone())
+        .or_default()
+        .insert(ap.arch, recorded.clone());
+    ap.restored.push(version.clone());
+    Ok(())
+}
+
+/// Re-adds a withdrawn version from payloads still on the hosting.
+pub fn plan_unyank(
+    store: &dyn Store,
+    channel: &Channel,
+    version: &Version,
+    reason: Option<String>,
+    settings: Settings,
+) -> Result<Plan, PlanError> {
+    if !channel.history.withdrawn().contains_key(version) {
+        return Err(Refusal::NotWithdrawn(version.clone()).into());
+    }
+    let recorded = channel.history.files_of(version);
+    if recorded.is_empty() {
+        return Err(Refusal::NoRecord(version.clone()).into());
+    }
+    let mut plan = Plan {
+        action: Action::Unyank,
+        versions: vec![version.clone()],
+        reason,
+        arches: vec![],
+        files: Files::new(),
+    };
+    for mut ap in every_arch(channel, settings) {
+        let view = &channel.arches[&ap.arch];
+        if let (Some(files), None) = (recorded.get(&ap.arch), view.set(version)) {
+            restore(store, &mut ap, version, files, &mut plan.files)?;
+        }
+        finish(&mut ap, view);
+        plan.arches.push(ap);
+    }
+    Ok(plan)
+}
+
+/// Makes `version` the newest published version of every arch: withdraws
+/// every newer one, and re-adds `version` from stored payloads if
+/// retention had dropped it. A withdrawn version never comes back this way.
+pub fn plan_rollback(
+    store: &dyn Store,
+    channel: &Channel,
+    version: &Version,
+    reason: Option<String>,
+    settings: Settings,
+) -> Result<Plan, PlanError> {
+    refuse_withdrawn(
+        &channel.history,
+        version,
+        &format!("bring it back with `sysupdate-publish unyank {version}` first, or roll back to a version that is published"),
+    )?;
+    let recorded = channel.history.files_of(version);
+    let mut plan = Plan {
+        action: Action::Rollback,
+        versions: vec![version.clone()],
+        reason,
+        arches: vec![],
+        files: Files::new(),
+    };
+    let mut withdrawn = BTreeSet::new();
+    for mut ap in every_arch(channel, settings) {
+        let view = &channel.arches[&ap.arch];
+        if view.set(version).is_none() {
+            let files = recorded.get(&ap.arch).ok_or(Refusal::NeverPublished {
+                arch: ap.arch,
+                version: version.clone(),
+            })?;
+            restore(store, &mut ap, version, files, &mut plan.files)?;
+        }
+        for set in &view.versions {
+            let v = Version::published(&set.version);
+            if v > *version {
+                for name in set.files.values() {
+                    ap.after.entries.remove(name);
+                }
+                plan.files
+                    .entry(v.clone())
+                    .or_default()
+                    .insert(ap.arch, hex_files(set, &view.manifest));
+                ap.removed.push(v.clone());
+                withdrawn.insert(v.as_str().to_string());
+            }
+        }
+        finish(&mut ap, view);
+        plan.arches.push(ap);
+    }
+    if plan.arches.is_empty() {
+        return Err(Refusal::NothingPublished(channel.location.clone()).into());
+    }
+    let mut withdrawn: Vec<Version> = withdrawn.iter().map(|v| Version::published(v)).collect();
+    withdrawn.sort_by(|a, b| b.cmp(a));
+    plan.versions.extend(withdrawn);
+    Ok(plan)
+}
+
+/// Re-signs every manifest unchanged, with a fresh lifetime and BEST-BEFORE.
+pub fn plan_refresh(channel: &Channel, settings: Settings) -> Plan {
+    let mut arches = every_arch(channel, settings);
+    for ap in &mut arches {
+        finish(ap, &channel.arches[&ap.arch]);
+    }
+    Plan {
+        action: Action::Refresh,
+        versions: vec![],
+        reason: None,
+        arches,
+        files: Files::new(),
+    }
+}
+
+/// Payloads of withdrawn versions kept on the hosting (so `unyank` needs no
+/// upload): those of withdrawn versions among the newest `keep` versions
+/// known for the arch, published or withdrawn.
+pub fn retained(ledger: &Ledger, arch: Arch, published: &[Version], keep: usize) -> BTreeSet<String> {
+    let withdrawn = ledger.withdrawn();
+    let mut all: Vec<&Version> = published.iter().collect();
+    all.extend(withdrawn.keys());
+    all.sort_by(|a, b| b.cmp(a));
+    all.dedup_by(|a, b| a == b);
+    let newest: Vec<&Version> = all.into_iter().take(keep).collect();
+    withdrawn
+        .keys()
+        .filter(|v| newest.contains(v))
+        .flat_map(|v| {
+            ledger
+                .files_of(v)
+                .remove(&arch)
+                .unwrap_or_default()
+                .into_keys()
+        })
+        .collect()
+}

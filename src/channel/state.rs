@@ -1,0 +1,505 @@
+//! The one way to read a channel: every arch's manifest and signature, the
+//! history, and what is stored, verified and cross-checked. The history is
+//! the source of truth: its newest entry names exactly the manifest every
+//! arch serves and the size of every payload listed, so anything the
+//! hosting did behind the publisher's back shows as a typed [`Problem`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use sha2::Digest as _;
+use thiserror::Error;
+
+use super::anchor::Remembered;
+use super::problem::Problem;
+use super::source::{Source, SourceError};
+use crate::arch::Arch;
+use crate::hash;
+use crate::ledger::{ArchRecord, Entry, Ledger};
+use crate::manifest::{self, Manifest, PENDING_SIGNATURE, SIGNATURE};
+use crate::progress::Events;
+use crate::signing::{Keyring, SignatureInfo, VerifyError};
+use crate::store::FileInfo;
+use crate::transfer::{self, Transfer, VersionSet};
+use crate::version::Version;
+
+#[derive(Debug, Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{arch}: {source}")]
+    Transfers {
+        arch: Arch,
+        source: Box<transfer::TransferError>,
+    },
+}
+
+/// What the reader needs besides the source.
+pub struct ReadOptions<'a> {
+    pub keyring: &'a Keyring,
+    pub transfers_dir: &'a Path,
+    pub now: SystemTime,
+    /// Signatures expiring within this are reported.
+    pub expiry_warning: Duration,
+    /// Hash every listed payload instead of comparing sizes only.
+    pub deep: bool,
+    /// The head this machine remembers for the channel.
+    pub remembered: Option<Remembered>,
+    pub events: &'a dyn Events,
+}
+
+/// How the signature of an arch's manifest checked out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Signature {
+    /// Nothing is published in this arch directory.
+    None,
+    Valid(SignatureInfo),
+    /// Ours, but expired: devices refuse it; any write re-signs it.
+    Expired(SignatureInfo),
+    /// Verifies only with the signature a remote commit parks while it
+    /// switches the manifest: that commit was interrupted.
+    Pending(SignatureInfo),
+    Missing,
+    Invalid(String),
+}
+
+impl Signature {
+    pub fn info(&self) -> Option<&SignatureInfo> {
+        match self {
+            Signature::Valid(i) | Signature::Expired(i) | Signature::Pending(i) => Some(i),
+            _ => None,
+        }
+    }
+}
+
+/// One arch directory as read.
+#[derive(Clone, Debug)]
+pub struct ArchView {
+    pub arch: Arch,
+    pub transfers: Vec<Transfer>,
+    /// SHA-256 (hex) of the served SHA256SUMS, when there is one.
+    pub manifest_sha256: Option<String>,
+    /// The served manifest (empty when absent or malformed).
+    pub manifest: Manifest,
+    pub signature: Signature,
+    /// Payloads stored (uploaded, named by a manifest or not).
+    pub stored: BTreeMap<String, FileInfo>,
+    /// The listed payloads devices can fetch, with sizes.
+    pub served: BTreeMap<String, FileInfo>,
+    /// Published versions, newest first.
+    pub versions: Vec<VersionSet>,
+    pub unmatched: Vec<String>,
+}
+
+impl ArchView {
+    /// Published versions, newest first.
+    pub fn versions(&self) -> Vec<Version> {
+        self.versions
+            .iter()
+            .map(|v| Version::published(&v.version))
+            .collect()
+    }
+
+    pub fn set(&self, version: &Version) -> Option<&VersionSet> {
+        self.versions
+            .iter()
+            .find(|s| Version::published(&s.version) == *version)
+    }
+
+    /// The version a published name belongs to.
+    pub fn version_of(&self, name: &str) -> Option<Version> {
+        transfer::version_of(&self.transfers, name).map(|v| Version::published(&v))
+    }
+}
+
+/// A channel as read: arches, history, and everything wrong with them.
+#[derive(Clone, Debug)]
+pub struct Channel {
+    pub location: String,
+    pub arches: BTreeMap<Arch, ArchView>,
+    /// The verified history (empty when absent or unreadable).
+    pub history: Ledger,
+    /// The history file as read, for the conditional write of the next entry.
+    pub history_bytes: Option<Vec<u8>>,
+    pub problems: Vec<Problem>,
+}
+
+impl Channel {
+    /// The problems that stop every write.
+    pub fn blocking(&self) -> Vec<&Problem> {
+        self.problems.iter().filter(|p| p.blocks_writes()).collect()
+    }
+
+    /// The write the history names that is not committed everywhere.
+    pub fn interrupted(&self) -> Option<&Problem> {
+        self.problems
+            .iter()
+            .find(|p| matches!(p, Problem::Interrupted { .. }))
+    }
+
+    /// The newest entry, when it records a state: what every arch must serve.
+    pub fn head_state(&self) -> Option<&BTreeMap<Arch, ArchRecord>> {
+        self.history.head().and_then(|e| e.state.as_ref())
+    }
+
+    /// The record of one arch in the head state.
+    pub fn record(&self, arch: Arch) -> Option<&ArchRecord> {
+        self.head_state().and_then(|s| s.get(&arch))
+    }
+
+    /// Whether nothing was ever published here.
+    pub fn is_empty(&self) -> bool {
+        self.history.is_empty() && self.arches.values().all(|a| a.manifest_sha256.is_none())
+    }
+}
+
+/// Reads, verifies and cross-checks the whole channel.
+pub fn read(source: &dyn Source, opts: &ReadOptions) -> Result<Channel, ReadError> {
+    let mut problems = Vec::new();
+    let history_bytes = source.history()?;
+    let history = match &history_bytes {
+        None => Ledger::default(),
+        Some(b) => Ledger::parse(b, opts.keyring).unwrap_or_else(|e| {
+            problems.push(Problem::HistoryUnreadable {
+                error: e.to_string(),
+            });
+            Ledger::default()
+        }),
+    };
+    let unreadable = !problems.is_empty();
+    if !unreadable {
+        if let Some(p) = opts.remembered.as_ref().and_then(|r| r.check(&history)) {
+            problems.push(p);
+        }
+    }
+
+    let mut names: BTreeSet<Arch> = source.arches()?.into_iter().collect();
+    if let Some(state) = history.head().and_then(|e| e.state.as_ref()) {
+        names.extend(state.keys().copied());
+    }
+    let mut arches = BTreeMap::new();
+    for arch in names {
+        arches.insert(arch, read_arch(source, arch, opts, &mut problems)?);
+    }
+
+    let mut channel = Channel {
+        location: source.describe(),
+        arches,
+        history,
+        history_bytes,
+        problems,
+    };
+    if !unreadable {
+        cross_check(&mut channel);
+    }
+    check_payloads(source, &mut channel, opts)?;
+    check_published(&mut channel, opts);
+    Ok(channel)
+}
+
+fn read_arch(
+    source: &dyn Source,
+    arch: Arch,
+    opts: &ReadOptions,
+    problems: &mut Vec<Problem>,
+) -> Result<ArchView, ReadError> {
+    let transfers = load_transfers(opts.transfers_dir, arch)?;
+    let stored = source.stored(arch)?;
+    let mut view = ArchView {
+        arch,
+        transfers,
+        manifest_sha256: None,
+        manifest: Manifest::default(),
+        signature: Signature::None,
+        stored,
+        served: BTreeMap::new(),
+        versions: vec![],
+        unmatched: vec![],
+    };
+    let Some(bytes) = source.get(arch, manifest::MANIFEST)? else {
+        return Ok(view);
+    };
+    view.manifest_sha256 = Some(hash::to_hex(&sha2::Sha256::digest(&bytes).into()));
+    view.signature = match source.get(arch, SIGNATURE)? {
+        Some(sig) => match verify(opts.keyring, &bytes, &sig, opts.now) {
+            Ok(s) => s,
+            Err(e) => pending(source, arch, &bytes, opts)?
+                .unwrap_or_else(|| Signature::Invalid(e.to_string())),
+        },
+        None => pending(source, arch, &bytes, opts)?.unwrap_or(Signature::Missing),
+    };
+    match &view.signature {
+        Signature::Missing => problems.push(Problem::SignatureMissing { arch }),
+        Signature::Invalid(error) => problems.push(Problem::SignatureInvalid {
+            arch,
+            error: error.clone(),
+        }),
+        _ => {}
+    }
+    match manifest::parse(&bytes) {
+        Ok(m) => view.manifest = m,
+        Err(e) => {
+            problems.push(Problem::ManifestMalformed {
+                arch,
+                error: e.to_string(),
+            });
+            return Ok(view);
+        }
+    }
+    let c = transfer::classify(&view.transfers, view.manifest.entries.keys().map(String::as_str));
+    view.versions = c.versions;
+    view.unmatched = c.unmatched;
+    let names: Vec<&str> = view.manifest.entries.keys().map(String::as_str).collect();
+    view.served = source.served(arch, &names)?;
+    Ok(view)
+}
+
+/// Transfer files with `%a` expanded for one architecture.
+pub fn load_transfers(dir: &Path, arch: Arch) -> Result<Vec<Transfer>, ReadError> {
+    let spec = transfer::Specifiers {
+        arch: arch.systemd().to_string(),
+        ..Default::default()
+    };
+    transfer::load_dir(dir, &spec).map_err(|source| ReadError::Transfers {
+        arch,
+        source: Box::new(source),
+    })
+}
+
+/// A signature as devices would judge it now; an expired one of ours is
+/// still ours (the next write re-signs it), so it is told apart.
+fn verify(
+    keyring: &Keyring,
+    bytes: &[u8],
+    sig: &[u8],
+    now: SystemTime,
+) -> Result<Signature, VerifyError> {
+    match keyring.verify(bytes, sig, now) {
+        Ok(info) => Ok(Signature::Valid(info)),
+        // Verify again at a time it was valid to learn who signed it.
+        Err(VerifyError::Expired { .. }) => keyring
+            .verify(bytes, sig, SystemTime::UNIX_EPOCH + Duration::from_secs(1))
+            .map(Signature::Expired),
+        Err(e) => Err(e),
+    }
+}
+
+fn pending(
+    source: &dyn Source,
+    arch: Arch,
+    manifest: &[u8],
+    opts: &ReadOptions,
+) -> Result<Option<Signature>, ReadError> {
+    Ok(source
+        .get(arch, PENDING_SIGNATURE)?
+        .and_then(|sig| verify(opts.keyring, manifest, &sig, opts.now).ok())
+        .and_then(|s| s.info().cloned())
+        .map(Signature::Pending))
+}
+
+/// Checks the invariant: the head names exactly what every arch serves.
+fn cross_check(ch: &mut Channel) {
+    let served: Vec<Arch> = ch
+        .arches
+        .values()
+        .filter(|a| a.manifest_sha256.is_some())
+        .map(|a| a.arch)
+        .collect();
+    let Some(head) = ch.history.head() else {
+        if !served.is_empty() {
+            ch.problems
+                .push(Problem::HistoryMissing { arches: served });
+        }
+        return;
+    };
+    let Some(state) = &head.state else {
+        ch.problems
+            .push(Problem::HistoryWithoutState { seq: head.seq });
+        return;
+    };
+    let prev = ch.history.previous_state();
+    let prev_of = |arch: Arch| -> Option<&str> {
+        prev.and_then(|p| p.state.as_ref())
+            .and_then(|s| s.get(&arch))
+            .map(|r| r.manifest.as_str())
+    };
+    let mut problems = Vec::new();
+    let (mut committed, mut pending) = (Vec::new(), Vec::new());
+    for view in ch.arches.values() {
+        let arch = view.arch;
+        let want = state.get(&arch).map(|r| r.manifest.as_str());
+        let served = view.manifest_sha256.as_deref();
+        let changed_by_head = want != prev_of(arch);
+        if served == want {
+            if matches!(view.signature, Signature::Pending(_)) {
+                pending.push(arch);
+            } else if changed_by_head && want.is_some() {
+                committed.push(arch);
+            }
+            continue;
+        }
+        if want.is_some() && changed_by_head && served == prev_of(arch) {
+            pending.push(arch);
+            continue;
+        }
+        problems.push(match served {
+            None => Problem::ManifestMissing {
+                arch,
+                head_seq: head.seq,
+            },
+            Some(s) => match entry_serving(&ch.history, arch, s) {
+                Some(e) => Problem::ManifestRolledBack {
+                    arch,
+                    served_seq: e.seq,
+                    head_seq: head.seq,
+                },
+                None => Problem::ManifestUnknown {
+                    arch,
+                    head_seq: head.seq,
+                },
+            },
+        });
+    }
+    if !pending.is_empty() {
+        ch.problems.push(Problem::Interrupted {
+            seq: head.seq,
+            action: head.action,
+            versions: head.versions.clone(),
+            committed,
+            pending,
+        });
+    }
+    ch.problems.extend(problems);
+}
+
+fn entry_serving<'a>(ledger: &'a Ledger, arch: Arch, manifest: &str) -> Option<&'a Entry> {
+    ledger.entry_serving(arch, manifest)
+}
+
+/// Every payload the head names is there with the recorded size (and,
+/// deep, hash). An arch not yet switched to the head (interrupted write)
+/// is checked against what was uploaded for it.
+fn check_payloads(
+    source: &dyn Source,
+    ch: &mut Channel,
+    opts: &ReadOptions,
+) -> Result<(), ReadError> {
+    let mut problems = Vec::new();
+    for view in ch.arches.values() {
+        let arch = view.arch;
+        let at_head = ch
+            .record(arch)
+            .is_some_and(|r| view.manifest_sha256.as_deref() == Some(r.manifest.as_str()));
+        let expected: Vec<(String, Option<(String, u64)>)> = match ch.record(arch) {
+            Some(r) => r
+                .files
+                .iter()
+                .map(|(n, f)| (n.clone(), Some((f.sha256.clone(), f.size))))
+                .collect(),
+            // No record to hold it to: what is listed must at least be there.
+            None => view
+                .manifest
+                .entries
+                .iter()
+                .map(|(n, d)| (n.clone(), Some((hash::to_hex(d), u64::MAX))))
+                .collect(),
+        };
+        let found = if at_head || ch.record(arch).is_none() {
+            &view.served
+        } else {
+            &view.stored
+        };
+        let served = at_head || ch.record(arch).is_none();
+        for (name, want) in expected {
+            let version = view.version_of(&name);
+            let Some(info) = found.get(&name) else {
+                problems.push(Problem::PayloadMissing {
+                    arch,
+                    version,
+                    file: name,
+                });
+                continue;
+            };
+            let Some((sha256, size)) = want else { continue };
+            if size != u64::MAX && info.size != size {
+                problems.push(Problem::PayloadSize {
+                    arch,
+                    version,
+                    file: name,
+                    recorded: size,
+                    found: info.size,
+                });
+                continue;
+            }
+            if opts.deep {
+                let bar = opts.events.bar(info.size, &format!("{arch} verify {name}"));
+                let got = source.hash(arch, &name, served, &mut |n| bar.inc(n))?;
+                bar.finish();
+                match got {
+                    None => problems.push(Problem::PayloadMissing {
+                        arch,
+                        version,
+                        file: name,
+                    }),
+                    Some((d, _)) if hash::to_hex(&d) != sha256 => {
+                        problems.push(Problem::PayloadHash {
+                            arch,
+                            version,
+                            file: name,
+                            recorded: sha256,
+                            found: hash::to_hex(&d),
+                        })
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    ch.problems.extend(problems);
+    Ok(())
+}
+
+/// What devices would skip or refuse in what is published.
+fn check_published(ch: &mut Channel, opts: &ReadOptions) {
+    let mut problems = Vec::new();
+    for view in ch.arches.values() {
+        let arch = view.arch;
+        for set in &view.versions {
+            if !set.missing.is_empty() {
+                problems.push(Problem::Incomplete {
+                    arch,
+                    version: Version::published(&set.version),
+                    missing: set.missing.clone(),
+                });
+            }
+        }
+        for file in &view.unmatched {
+            problems.push(Problem::Unmatched {
+                arch,
+                file: file.clone(),
+            });
+        }
+        match &view.signature {
+            Signature::Expired(info) => problems.push(Problem::Expired {
+                arch,
+                at: info.expires.map(rfc3339).unwrap_or_default(),
+            }),
+            Signature::Valid(info) => {
+                if let Some(e) = info.expires.filter(|e| *e <= opts.now + opts.expiry_warning) {
+                    problems.push(Problem::ExpiresSoon {
+                        arch,
+                        at: rfc3339(e),
+                        within: humantime::format_duration(opts.expiry_warning).to_string(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    ch.problems.extend(problems);
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}

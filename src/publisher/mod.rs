@@ -1,0 +1,648 @@
+//! The commit protocol, written once. Every write (release, yank, unyank,
+//! rollback, refresh, repair, adopt) runs the same steps in the same order:
+//!
+//! 1. Lock the channel; read and verify all of it (every arch and the
+//!    history, cross-checked). Problems that break the history's claim on
+//!    the hosting stop the write; a write the history names but that is not
+//!    committed everywhere is finished first (rolled forward).
+//! 2. Plan every arch. Every check for every arch happens here.
+//! 3. Upload new payloads (create-only, verified).
+//! 4. Render, sign and verify every new manifest, all before any write.
+//! 5. Append the history entry that names the new manifests. It goes first,
+//!    so a crash between arches leaves a history that says which write is
+//!    unfinished, and an older manifest put back is told apart from it.
+//! 6. Switch each arch's manifest and signature.
+//! 7. Remember the new head on this machine.
+//! 8. Delete what no manifest names any more (only names the history
+//!    recorded, never through a symlink, never outside the store).
+//!
+//! A write whose plan changes nothing writes nothing, history included.
+//! The library never prints: progress goes to [`Events`], results come back
+//! as a [`Report`].
+
+mod release;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use thiserror::Error;
+
+pub use release::{ReleaseRequest, RepairRequest};
+pub use report::{ArchReport, Report};
+
+use crate::arch::Arch;
+use crate::channel::anchor::{Anchor, AnchorError};
+use crate::channel::plan::{self, Plan, PlanError, Settings};
+use crate::channel::problem::Problem;
+use crate::channel::refusal::Refusal;
+use crate::channel::source::StoreSource;
+use crate::channel::state::{self, Channel, ReadError, ReadOptions};
+use crate::fault;
+use crate::ledger::{Action, ArchRecord, Draft, Ledger, LedgerError, State};
+use crate::manifest::{self, Date, Manifest};
+use crate::progress::Events;
+use crate::signing::{Keyring, SecretKey, SignOptions};
+use crate::stage::{Payload, StageError};
+use crate::store::{Store, StoreError};
+use crate::transfer;
+use crate::version::Version;
+
+#[derive(Debug, Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    #[error(transparent)]
+    History(#[from] LedgerError),
+    #[error(transparent)]
+    Anchor(#[from] AnchorError),
+    /// A staged payload that could not be read (or changed) when hashed.
+    #[error("{arch}: {source}")]
+    Payload {
+        arch: Arch,
+        source: std::io::Error,
+    },
+    #[error("{arch}: {message}")]
+    Sign { arch: Arch, message: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl From<PlanError> for PublishError {
+    fn from(e: PlanError) -> PublishError {
+        match e {
+            PlanError::Refused(r) => PublishError::Refused(r),
+            PlanError::Store(s) => PublishError::Store(s),
+            PlanError::Payload { arch, source } => PublishError::Payload { arch, source },
+        }
+    }
+}
+
+/// One channel and how to judge it.
+pub struct Publisher<'a> {
+    pub store: &'a dyn Store,
+    /// What devices install; every signature must verify with it.
+    pub keyring: &'a Keyring,
+    pub transfers_dir: &'a Path,
+    /// Versions kept per arch.
+    pub keep: usize,
+    pub signature_lifetime: Option<Duration>,
+    pub expiry_warning: Duration,
+    /// Where this machine remembers the channel's history head (`None`: nowhere).
+    pub anchor: Option<Anchor>,
+    /// The signing time (tests move it).
+    pub now: SystemTime,
+    pub events: &'a dyn Events,
+}
+
+/// A manifest ready to commit: rendered, signed, verified.
+struct Signed {
+    arch: Arch,
+    bytes: Vec<u8>,
+    signature: Vec<u8>,
+    names: Vec<String>,
+}
+
+impl<'a> Publisher<'a> {
+    fn settings(&self) -> Settings {
+        Settings {
+            keep: self.keep,
+            best_before: self.best_before(),
+        }
+    }
+
+    /// The BEST-BEFORE date of manifests signed now: the day the signature
+    /// expires on (devices refuse from 00:00 UTC that day), so both checks
+    /// agree to within a day.
+    pub fn best_before(&self) -> Option<Date> {
+        self.signature_lifetime.map(|l| best_before(self.now, l))
+    }
+
+    /// Reads, verifies and cross-checks the whole channel, and remembers
+    /// its history head when the history holds up.
+    pub fn read(&self, deep: bool) -> Result<Channel, PublishError> {
+        let remembered = match &self.anchor {
+            Some(a) => a.load()?,
+            None => None,
+        };
+        let opts = ReadOptions {
+            keyring: self.keyring,
+            transfers_dir: self.transfers_dir,
+            now: self.now,
+            expiry_warning: self.expiry_warning,
+            deep,
+            remembered,
+            events: self.events,
+        };
+        let channel = state::read(&StoreSource(self.store), &opts)?;
+        let history_ok = !channel.problems.iter().any(|p| {
+            matches!(
+                p,
+                Problem::HistoryUnreadable { .. }
+                    | Problem::HistoryRolledBack { .. }
+                    | Problem::HistoryMissing { .. }
+            )
+        });
+        if let Some(anchor) = &self.anchor {
+            if history_ok && !channel.history.is_empty() {
+                anchor.remember(&channel.history)?;
+            }
+        }
+        Ok(channel)
+    }
+
+    /// The verified channel a write may build on (under the lock): blocking
+    /// problems refuse; an interrupted write is finished first.
+    fn read_for_write(&self, key: &SecretKey) -> Result<(Channel, Option<u64>), PublishError> {
+        let channel = self.read(false)?;
+        refuse_blocking(&channel)?;
+        let Some(Problem::Interrupted { seq, .. }) = channel.interrupted().cloned() else {
+            return Ok((channel, None));
+        };
+        self.events.warn(format!(
+            "{}; finishing it first",
+            channel.interrupted().expect("just found")
+        ));
+        self.roll_forward_forced(key, &channel, &Default::default())?;
+        let channel = self.read(false)?;
+        refuse_blocking(&channel)?;
+        if let Some(p) = channel.interrupted() {
+            return Err(Refusal::Problems {
+                problems: vec![p.clone()],
+            }
+            .into());
+        }
+        Ok((channel, Some(seq)))
+    }
+
+    /// Serves the history head's manifest again on every arch that does
+    /// not, and on `forced` ones (an interrupted write, or `repair`), then
+    /// cleans up.
+    fn roll_forward_forced(
+        &self,
+        key: &SecretKey,
+        channel: &Channel,
+        forced: &std::collections::BTreeSet<Arch>,
+    ) -> Result<Vec<Arch>, PublishError> {
+        let Some(state) = channel.head_state() else {
+            return Ok(vec![]);
+        };
+        let mut signed = Vec::new();
+        for (arch, record) in state {
+            let view = channel.arches.get(arch);
+            let at_head = view.is_some_and(|v| {
+                v.manifest_sha256.as_deref() == Some(record.manifest.as_str())
+                    && matches!(v.signature, state::Signature::Valid(_))
+            });
+            if at_head && !forced.contains(arch) {
+                continue;
+            }
+            let m = record.manifest().ok_or_else(|| PublishError::Sign {
+                arch: *arch,
+                message: format!(
+                    "history entry #{} does not render to the manifest it names; restore ledger.jsonl from a backup",
+                    channel.history.len()
+                ),
+            })?;
+            signed.push(self.sign(key, *arch, &m)?);
+        }
+        let arches: Vec<Arch> = signed.iter().map(|s| s.arch).collect();
+        self.switch(&signed)?;
+        self.cleanup(&channel.history, state, channel)?;
+        Ok(arches)
+    }
+
+    /// Renders, signs and verifies one manifest as devices will.
+    fn sign(&self, key: &SecretKey, arch: Arch, m: &Manifest) -> Result<Signed, PublishError> {
+        let err = |message: String| PublishError::Sign { arch, message };
+        let bytes = manifest::render_checked(m).map_err(|e| err(e.to_string()))?;
+        let opts = SignOptions {
+            created: self.now,
+            lifetime: self.signature_lifetime,
+        };
+        let signature = key.sign(&bytes, opts).map_err(|e| err(e.to_string()))?;
+        let info = self
+            .keyring
+            .verify(&bytes, &signature, self.now)
+            .map_err(|e| err(format!("the new signature does not verify with the keyring: {e}")))?;
+        let want = self.signature_lifetime.map(|l| info.created + l);
+        if info.expires.map(secs) != want.map(secs) {
+            return Err(err(format!(
+                "the new signature expires {:?}, not after the configured signature-lifetime",
+                info.expires.map(state::rfc3339)
+            )));
+        }
+        Ok(Signed {
+            arch,
+            bytes,
+            signature,
+            names: m.entries.keys().cloned().collect(),
+        })
+    }
+
+    /// Step 6: switches each arch's manifest and signature.
+    fn switch(&self, signed: &[Signed]) -> Result<(), PublishError> {
+        for s in signed {
+            let names: Vec<&str> = s.names.iter().map(String::as_str).collect();
+            self.store.commit(s.arch, &s.bytes, &s.signature, &names)?;
+            fault::point("manifest committed");
+        }
+        Ok(())
+    }
+
+    /// Steps 3–8 for a plan made on `channel` under the lock.
+    fn commit(
+        &self,
+        key: &SecretKey,
+        channel: &Channel,
+        plan: &mut Plan,
+    ) -> Result<u64, PublishError> {
+        release::upload(self.store, plan, self.events)?;
+        for ap in &mut plan.arches {
+            ap.complete_hashes(true)?;
+        }
+        plan.record_uploads();
+        let mut signed = Vec::new();
+        let mut state: State = channel.head_state().cloned().unwrap_or_default();
+        for ap in plan.changed() {
+            signed.push(self.sign(key, ap.arch, &ap.after)?);
+            state.insert(ap.arch, ArchRecord::new(&ap.after, &ap.sizes));
+        }
+        let mut history = channel.history.clone();
+        let bytes = history.append(
+            key,
+            self.now,
+            Draft {
+                action: plan.action,
+                versions: plan.versions.clone(),
+                files: plan.files.clone(),
+                reason: plan.reason.clone(),
+                state: state.clone(),
+            },
+        )?;
+        self.store.put_channel_file(
+            manifest::LEDGER,
+            &bytes,
+            channel.history_bytes.as_deref(),
+        )?;
+        fault::point("history appended");
+        self.switch(&signed)?;
+        if let Some(anchor) = &self.anchor {
+            anchor.remember(&history)?;
+        }
+        for s in &signed {
+            self.events.info(format!(
+                "{}: now publishes {}",
+                s.arch,
+                versions_of(channel, s.arch, &state)
+            ));
+        }
+        self.cleanup(&history, &state, channel)?;
+        Ok(history.len())
+    }
+
+    /// Step 8: deletes stored payloads that no manifest names and no kept
+    /// withdrawn version needs, but only names the history recorded (what
+    /// this tool published); then the store's own scratch.
+    fn cleanup(
+        &self,
+        history: &Ledger,
+        state: &State,
+        channel: &Channel,
+    ) -> Result<Vec<(Arch, String)>, PublishError> {
+        let mut deleted = Vec::new();
+        for (arch, record) in state {
+            let Some(view) = channel.arches.get(arch) else {
+                continue;
+            };
+            let listed: Vec<&str> = record.files.keys().map(String::as_str).collect();
+            let published: Vec<Version> = transfer::classify(&view.transfers, listed.iter().copied())
+                .versions
+                .iter()
+                .map(|v| Version::published(&v.version))
+                .collect();
+            let retained = plan::retained(history, *arch, &published, self.keep);
+            let ours = history.names(*arch);
+            for name in self.store.list(*arch)?.into_keys() {
+                if record.files.contains_key(&name)
+                    || retained.contains(&name)
+                    || !ours.contains_key(&name)
+                {
+                    continue;
+                }
+                self.store.delete(*arch, &name)?;
+                self.events.detail(format!("{arch}: deleted {name}"));
+                fault::point("payload deleted");
+                deleted.push((*arch, name));
+            }
+            self.store.clear_scratch(*arch)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Plans on the verified channel under the lock and commits, unless the
+    /// plan changes nothing or this is a dry run.
+    fn write(
+        &self,
+        key: &SecretKey,
+        dry_run: bool,
+        make: impl Fn(&Channel) -> Result<Plan, PublishError>,
+    ) -> Result<Report, PublishError> {
+        if dry_run {
+            let channel = self.read(false)?;
+            refuse_blocking(&channel)?;
+            let plan = make(&channel)?;
+            return Ok(Report::new(&plan, self.store.describe(), true));
+        }
+        let _lock = self.store.lock()?;
+        let (channel, finished) = self.read_for_write(key)?;
+        let mut plan = make(&channel)?;
+        let mut report = Report::new(&plan, self.store.describe(), false);
+        report.finished_interrupted = finished;
+        if plan.changes() {
+            report.history_seq = Some(self.commit(key, &channel, &mut plan)?);
+            report = Report {
+                history_seq: report.history_seq,
+                finished_interrupted: finished,
+                ..Report::new(&plan, self.store.describe(), false)
+            };
+        }
+        Ok(report)
+    }
+
+    pub fn yank(
+        &self,
+        key: &SecretKey,
+        version: &Version,
+        arches: &[Arch],
+        reason: &str,
+        dry_run: bool,
+    ) -> Result<Report, PublishError> {
+        self.write(key, dry_run, |ch| {
+            Ok(plan::plan_yank(ch, version, arches, reason, self.settings())?)
+        })
+    }
+
+    pub fn unyank(
+        &self,
+        key: &SecretKey,
+        version: &Version,
+        reason: Option<String>,
+        dry_run: bool,
+    ) -> Result<Report, PublishError> {
+        self.write(key, dry_run, |ch| {
+            Ok(plan::plan_unyank(
+                self.store,
+                ch,
+                version,
+                reason.clone(),
+                self.settings(),
+            )?)
+        })
+    }
+
+    pub fn rollback(
+        &self,
+        key: &SecretKey,
+        version: &Version,
+        reason: Option<String>,
+        dry_run: bool,
+    ) -> Result<Report, PublishError> {
+        self.write(key, dry_run, |ch| {
+            Ok(plan::plan_rollback(
+                self.store,
+                ch,
+                version,
+                reason.clone(),
+                self.settings(),
+            )?)
+        })
+    }
+
+    /// Re-signs every manifest; with `if_expiring_within`, only when some
+    /// signature expires within it (otherwise writes nothing).
+    pub fn refresh(
+        &self,
+        key: &SecretKey,
+        if_expiring_within: Option<Duration>,
+        dry_run: bool,
+    ) -> Result<Report, PublishError> {
+        self.write(key, dry_run, |ch| {
+            let mut plan = plan::plan_refresh(ch, self.settings());
+            if let Some(margin) = if_expiring_within {
+                let due = ch.arches.values().any(|v| match &v.signature {
+                    state::Signature::Valid(i) => {
+                        i.expires.is_some_and(|e| e <= self.now + margin)
+                    }
+                    state::Signature::Expired(_) => true,
+                    _ => false,
+                });
+                if !due {
+                    plan.arches.clear();
+                }
+            }
+            if ch.arches.values().all(|v| v.manifest_sha256.is_none()) {
+                return Err(Refusal::NothingPublished(self.store.describe()).into());
+            }
+            Ok(plan)
+        })
+    }
+
+    /// Records what the hosting serves now as the channel's truth: for a
+    /// history lost, cut short, rewritten, or written by an older version.
+    /// Every served manifest must verify with the keyring and list only
+    /// payloads that are there; the remembered head is replaced.
+    pub fn adopt(
+        &self,
+        key: &SecretKey,
+        reason: Option<String>,
+        dry_run: bool,
+    ) -> Result<Report, PublishError> {
+        let _lock = if dry_run {
+            None
+        } else {
+            Some(self.store.lock()?)
+        };
+        let channel = self.read(false)?;
+        if let Some(p) = channel
+            .problems
+            .iter()
+            .find(|p| matches!(p, Problem::HistoryUnreadable { .. }))
+        {
+            return Err(Refusal::Other(format!(
+                "{p}. adopt appends to a history that verifies: restore ledger.jsonl from a backup, or move it away to start a new history"
+            ))
+            .into());
+        }
+        let mut unfit: Vec<String> = channel
+            .problems
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p,
+                    Problem::SignatureMissing { .. }
+                        | Problem::SignatureInvalid { .. }
+                        | Problem::ManifestMalformed { .. }
+                )
+            })
+            .map(|p| p.to_string())
+            .collect();
+        for view in channel.arches.values() {
+            for name in view.manifest.entries.keys() {
+                if !view.served.contains_key(name) {
+                    unfit.push(format!("{}: {name} is listed but missing", view.arch));
+                }
+            }
+        }
+        if !unfit.is_empty() {
+            return Err(Refusal::Other(format!(
+                "what the hosting serves cannot be adopted:\n{}",
+                unfit
+                    .iter()
+                    .map(|p| format!("  - {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ))
+            .into());
+        }
+        let mut state = State::new();
+        let mut arches = Vec::new();
+        for view in channel.arches.values() {
+            let Some(sha) = &view.manifest_sha256 else {
+                continue;
+            };
+            let sizes: BTreeMap<String, u64> = view
+                .served
+                .iter()
+                .map(|(n, f)| (n.clone(), f.size))
+                .collect();
+            let mut record = ArchRecord::new(&view.manifest, &sizes);
+            // The served bytes, exactly: even a manifest we would render
+            // differently (text-mode lines) is what devices verify.
+            record.manifest = sha.clone();
+            state.insert(view.arch, record);
+            let mut p = plan::ArchPlan {
+                versions: view.versions(),
+                ..empty_arch_plan(view.arch, &view.manifest)
+            };
+            p.kept = p.versions.clone();
+            arches.push(p);
+        }
+        let plan = Plan {
+            action: Action::Adopt,
+            versions: vec![],
+            reason,
+            arches,
+            files: Default::default(),
+        };
+        let mut report = Report::new(&plan, self.store.describe(), dry_run);
+        let consistent = channel.head_state() == Some(&state)
+            && !channel
+                .problems
+                .iter()
+                .any(|p| matches!(p, Problem::HistoryRolledBack { .. }));
+        report.already_published = consistent;
+        if consistent || dry_run {
+            return Ok(report);
+        }
+        let mut history = channel.history.clone();
+        let bytes = history.append(
+            key,
+            self.now,
+            Draft {
+                action: Action::Adopt,
+                versions: vec![],
+                files: Default::default(),
+                reason: plan.reason.clone(),
+                state,
+            },
+        )?;
+        self.store.put_channel_file(
+            manifest::LEDGER,
+            &bytes,
+            channel.history_bytes.as_deref(),
+        )?;
+        if let Some(anchor) = &self.anchor {
+            anchor.forget()?;
+            anchor.remember(&history)?;
+        }
+        report.history_seq = Some(history.len());
+        Ok(report)
+    }
+}
+
+fn empty_arch_plan(arch: Arch, m: &Manifest) -> plan::ArchPlan {
+    plan::ArchPlan {
+        arch,
+        before: m.clone(),
+        after: m.clone(),
+        added: vec![],
+        kept: vec![],
+        dropped: vec![],
+        removed: vec![],
+        restored: vec![],
+        uploads: vec![],
+        reused: vec![],
+        sizes: BTreeMap::new(),
+        versions: vec![],
+    }
+}
+
+fn refuse_blocking(channel: &Channel) -> Result<(), PublishError> {
+    let blocking: Vec<Problem> = channel.blocking().into_iter().cloned().collect();
+    if blocking.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::Problems { problems: blocking }.into())
+    }
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn versions_of(channel: &Channel, arch: Arch, state: &State) -> String {
+    let (Some(view), Some(record)) = (channel.arches.get(&arch), state.get(&arch)) else {
+        return String::new();
+    };
+    let v: Vec<String> = transfer::classify(&view.transfers, record.files.keys().map(String::as_str))
+        .versions
+        .into_iter()
+        .map(|s| s.version)
+        .collect();
+    if v.is_empty() {
+        "nothing".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// The BEST-BEFORE date for a signature made at `now` with `lifetime`.
+pub fn best_before(now: SystemTime, lifetime: Duration) -> Date {
+    let end = now + lifetime;
+    let secs = end
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Date::from_unix(secs)
+}
+
+/// Payloads a plan uploads, for the upload step.
+pub(crate) fn uploads(plan: &Plan) -> Vec<(Arch, &Payload)> {
+    plan.arches
+        .iter()
+        .flat_map(|a| a.uploads.iter().map(move |p| (a.arch, p)))
+        .collect()
+}

@@ -1,0 +1,419 @@
+//! `release` and `repair`: the writes that take build outputs. Build
+//! outputs are untrusted input: each is scanned (links followed only into
+//! the nix store or within the output), named, and checked against the
+//! transfers before anything is compressed, and no output directory may
+//! serve two architectures.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use super::{refuse_blocking, uploads, PublishError, Publisher, Report};
+use crate::arch::Arch;
+use crate::channel::plan::{self, NameCheck, Plan, ReleaseInput, ReleaseOptions};
+use crate::channel::problem::Problem;
+use crate::channel::refusal::Refusal;
+use crate::channel::state::{self, Channel};
+use crate::compress;
+use crate::fault;
+use crate::hash;
+use crate::ledger::Action;
+use crate::progress::Events;
+use crate::signing::SecretKey;
+use crate::stage::{self, InputFile, Payload};
+use crate::store::{Store, StoreError};
+use crate::transfer::Transfer;
+
+/// What `release` publishes and how.
+#[derive(Clone, Debug)]
+pub struct ReleaseRequest {
+    /// One build output directory per arch.
+    pub outputs: Vec<(Arch, PathBuf)>,
+    /// The version the payloads must be (they name it; this only checks).
+    pub version: Option<String>,
+    pub dry_run: bool,
+    pub allow_downgrade: bool,
+    /// Publish a withdrawn version again.
+    pub unyank: bool,
+    pub compress: compress::Settings,
+}
+
+/// Build outputs to take recorded payloads from again.
+#[derive(Clone, Debug)]
+pub struct RepairRequest {
+    pub outputs: Vec<(Arch, PathBuf)>,
+    pub dry_run: bool,
+    /// How the release compressed them (the recorded hashes are of the
+    /// compressed bytes).
+    pub compress: compress::Settings,
+}
+
+/// One arch's build output, scanned and named.
+struct Output {
+    arch: Arch,
+    files: Vec<InputFile>,
+    /// Published name and the build output's own name, per file.
+    names: Vec<(String, String)>,
+}
+
+impl Publisher<'_> {
+    fn transfers(&self, arches: &[Arch]) -> Result<BTreeMap<Arch, Vec<Transfer>>, PublishError> {
+        arches
+            .iter()
+            .map(|a| Ok((*a, state::load_transfers(self.transfers_dir, *a)?)))
+            .collect()
+    }
+
+    /// Scans every output: one directory per arch, untrusted.
+    fn scan(
+        &self,
+        outputs: &[(Arch, PathBuf)],
+        codec: compress::Codec,
+    ) -> Result<Vec<Output>, PublishError> {
+        let mut seen: Vec<(Arch, PathBuf)> = Vec::new();
+        let mut out = Vec::new();
+        for (arch, dir) in outputs {
+            let real = std::fs::canonicalize(dir).map_err(|source| {
+                PublishError::Stage(stage::StageError::Io {
+                    arch: *arch,
+                    path: dir.clone(),
+                    source,
+                })
+            })?;
+            if let Some((first, _)) = seen.iter().find(|(_, p)| *p == real) {
+                return Err(Refusal::SameOutput {
+                    first: *first,
+                    second: *arch,
+                    path: real.display().to_string(),
+                }
+                .into());
+            }
+            seen.push((*arch, real));
+            let files = stage::scan(*arch, dir)?;
+            let names = files
+                .iter()
+                .map(|f| {
+                    stage::published_name(f, codec)
+                        .map(|n| (n, f.name.clone()))
+                        .map_err(|source| {
+                            PublishError::Stage(stage::StageError::Io {
+                                arch: *arch,
+                                path: f.path.clone(),
+                                source,
+                            })
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push(Output {
+                arch: *arch,
+                files,
+                names,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Publishes one version from build outputs.
+    pub fn release(&self, key: &SecretKey, req: &ReleaseRequest) -> Result<Report, PublishError> {
+        if req.outputs.is_empty() {
+            return Err(Refusal::NoArchitectures.into());
+        }
+        let arches: Vec<Arch> = req.outputs.iter().map(|(a, _)| *a).collect();
+        let transfers = self.transfers(&arches)?;
+        let outputs = self.scan(&req.outputs, req.compress.codec)?;
+        // Names and the published state first: minutes of compression later
+        // is too late to learn the release is refused.
+        for o in &outputs {
+            let checks: Vec<NameCheck> = o
+                .names
+                .iter()
+                .map(|(n, raw)| NameCheck {
+                    name: n,
+                    compressed_from: (n != raw).then_some(raw.as_str()),
+                })
+                .collect();
+            let (version, warnings) =
+                plan::version_of_names(o.arch, &transfers[&o.arch], &checks)?;
+            for w in warnings {
+                self.events
+                    .warn(format!("{}: version {version}: {w}", o.arch));
+            }
+        }
+        let pre = self.read(false)?;
+        refuse_blocking(&pre)?;
+        if req.compress.codec == compress::Codec::Zstd {
+            self.events.warn("compress = \"zstd\": systemd-sysupdate before 258 cannot decompress zstd and installs the compressed bytes as-is".into());
+        }
+        let staging = tempfile::Builder::new()
+            .prefix("sysupdate-publish-")
+            .tempdir()
+            .map_err(|source| PublishError::Io {
+                what: "creating a staging directory (set TMPDIR to a roomy filesystem)".into(),
+                source,
+            })?;
+        let inputs = self.stage(&pre, &outputs, req, staging.path())?;
+        // Withdrawn versions and --version are checked on the staged names
+        // too (before the lock, so a refusal costs no lock wait).
+        let version = plan::release_version(&transfers, &inputs, req.version.as_deref())?;
+        if !req.unyank {
+            plan::refuse_withdrawn(&pre.history, &version, "pass --unyank to publish it again")?;
+        }
+        let opts = ReleaseOptions {
+            version: req.version.as_deref(),
+            allow_downgrade: req.allow_downgrade,
+            unyank: req.unyank,
+            settings: self.settings(),
+        };
+        self.write(key, req.dry_run, |ch| {
+            Ok(plan::plan_release(
+                self.store, ch, &transfers, &inputs, opts,
+            )?)
+        })
+    }
+
+    /// Hashes or compresses every output's files. A payload the hosting
+    /// has never seen is hashed by its upload instead (read once); one the
+    /// hosting or the history knows is hashed now, because planning
+    /// compares it.
+    fn stage(
+        &self,
+        channel: &Channel,
+        outputs: &[Output],
+        req: &ReleaseRequest,
+        staging: &std::path::Path,
+    ) -> Result<Vec<ReleaseInput>, PublishError> {
+        let learn = !req.dry_run && self.store.hashes_while_uploading();
+        let known: BTreeMap<Arch, BTreeSet<String>> = outputs
+            .iter()
+            .map(|o| {
+                let mut names: BTreeSet<String> =
+                    channel.history.names(o.arch).into_keys().collect();
+                if let Some(v) = channel.arches.get(&o.arch) {
+                    names.extend(v.stored.keys().cloned());
+                    names.extend(v.manifest.entries.keys().cloned());
+                }
+                (o.arch, names)
+            })
+            .collect();
+        let defer = |arch: Arch, name: &str| learn && !known[&arch].contains(name);
+        let jobs: Vec<_> = outputs
+            .iter()
+            .map(|o| (o.arch, o.files.as_slice()))
+            .collect();
+        let staged = stage::stage_all(&jobs, &req.compress, staging, &defer, self.events)?;
+        Ok(outputs
+            .iter()
+            .zip(staged)
+            .map(|(o, payloads)| ReleaseInput {
+                arch: o.arch,
+                payloads,
+            })
+            .collect())
+    }
+
+    /// Makes the hosting serve the history's newest state again: finishes an
+    /// interrupted write, puts back manifests the hosting replaced or lost
+    /// (re-signed now), and uploads again payloads whose bytes are missing
+    /// or changed, taken from the given build outputs (only files that hash
+    /// to what the history recorded). Writes no history: the head already
+    /// names this state.
+    pub fn repair(&self, key: &SecretKey, req: &RepairRequest) -> Result<Report, PublishError> {
+        let _lock = if req.dry_run {
+            None
+        } else {
+            Some(self.store.lock()?)
+        };
+        let channel = self.read(false)?;
+        let history: Vec<&Problem> = channel
+            .problems
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p,
+                    Problem::HistoryUnreadable { .. }
+                        | Problem::HistoryMissing { .. }
+                        | Problem::HistoryWithoutState { .. }
+                        | Problem::HistoryRolledBack { .. }
+                )
+            })
+            .collect();
+        if let Some(p) = history.first() {
+            return Err(Refusal::Other(format!(
+                "repair serves the history's newest state, but {p}: {}",
+                p.fix()
+            ))
+            .into());
+        }
+        let Some(head) = channel.history.head() else {
+            return Err(Refusal::NothingPublished(self.store.describe()).into());
+        };
+        let mut report = Report::new(
+            &Plan {
+                action: Action::Publish,
+                versions: vec![],
+                reason: None,
+                arches: vec![],
+                files: Default::default(),
+            },
+            self.store.describe(),
+            req.dry_run,
+        );
+        report.action = head.action;
+        let staging = tempfile::tempdir().map_err(|source| PublishError::Io {
+            what: "creating a staging directory".into(),
+            source,
+        })?;
+        let fixes = self.payload_fixes(&channel, req, staging.path())?;
+        let repairable = channel.problems.iter().any(|p| {
+            p.blocks_writes() || matches!(p, Problem::Interrupted { .. } | Problem::Expired { .. })
+        });
+        report.already_published = !repairable;
+        if req.dry_run || !repairable {
+            return Ok(report);
+        }
+        let mut forced = BTreeSet::new();
+        for (arch, payload) in &fixes {
+            self.store.delete(*arch, &payload.name)?;
+            let bar = self.events.bar(payload.size, &format!("{arch} {}", payload.name));
+            let progress = bar.clone();
+            self.store
+                .put_payload(*arch, &payload.name, &payload.source(std::sync::Arc::new(move |n| progress.inc(n))))?;
+            bar.finish();
+            self.events
+                .info(format!("{arch}: uploaded {} again", payload.name));
+            fault::point("payload repaired");
+            forced.insert(*arch);
+        }
+        let arches = self.roll_forward_forced(key, &channel, &forced)?;
+        for arch in &arches {
+            self.events.info(format!(
+                "{arch}: serves the manifest of history entry #{} again",
+                head.seq
+            ));
+        }
+        report.finished_interrupted = channel.interrupted().map(|_| head.seq);
+        Ok(report)
+    }
+
+    /// The payloads repair must upload again, staged from the outputs.
+    fn payload_fixes(
+        &self,
+        channel: &Channel,
+        req: &RepairRequest,
+        staging: &std::path::Path,
+    ) -> Result<Vec<(Arch, Payload)>, PublishError> {
+        let mut bad: BTreeMap<Arch, Vec<(String, String)>> = BTreeMap::new();
+        for p in &channel.problems {
+            let (arch, file) = match p {
+                Problem::PayloadMissing { arch, file, .. }
+                | Problem::PayloadSize { arch, file, .. }
+                | Problem::PayloadHash { arch, file, .. } => (*arch, file),
+                _ => continue,
+            };
+            let Some(rec) = channel.record(arch).and_then(|r| r.files.get(file)) else {
+                continue;
+            };
+            // The stored copy may still be right (a directory store whose
+            // served link was replaced): then re-committing is enough.
+            let stored = self.store.payload_hash(arch, file, &mut |_| {})?;
+            if stored.is_some_and(|(d, _)| hash::to_hex(&d) == rec.sha256) {
+                continue;
+            }
+            bad.entry(arch)
+                .or_default()
+                .push((file.clone(), rec.sha256.clone()));
+        }
+        let mut out = Vec::new();
+        if bad.is_empty() {
+            return Ok(out);
+        }
+        let outputs = self.scan(&req.outputs, req.compress.codec)?;
+        for (arch, files) in bad {
+            let Some(o) = outputs.iter().find(|o| o.arch == arch) else {
+                return Err(Refusal::Other(format!(
+                    "{arch}: {} must be uploaded again: pass the build output of that version with `--output {arch}=PATH`",
+                    files.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+                .into());
+            };
+            let staged =
+                stage::stage(arch, &o.files, &req.compress, staging, &|_, _| false, self.events)?;
+            for (name, sha256) in files {
+                let found = staged
+                    .iter()
+                    .find(|p| p.name == name && p.sha256.get().map(|d| hash::to_hex(&d)) == Some(sha256.clone()));
+                match found {
+                    Some(p) => out.push((arch, p.clone())),
+                    None => {
+                        return Err(Refusal::RepairSourceMissing {
+                            arch,
+                            version: channel
+                                .arches
+                                .get(&arch)
+                                .and_then(|v| v.version_of(&name))
+                                .map(|v| v.to_string())
+                                .unwrap_or_else(|| "?".into()),
+                            name,
+                            sha256,
+                        }
+                        .into())
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Uploads every planned payload, `store.parallel_uploads()` at a time,
+/// under one aggregate progress bar. The first failure stops further
+/// uploads (those in flight finish) and is returned.
+pub(super) fn upload(
+    store: &dyn Store,
+    plan: &Plan,
+    events: &dyn Events,
+) -> Result<(), PublishError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let jobs = uploads(plan);
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let bar = events.bar(plan.upload_bytes(), "uploading payloads");
+    let progress: Arc<dyn Fn(u64) + Send + Sync> = {
+        let bar = bar.clone();
+        Arc::new(move |n| bar.inc(n))
+    };
+    let next = AtomicUsize::new(0);
+    let failed: Mutex<Option<StoreError>> = Mutex::new(None);
+    let workers = store.parallel_uploads().clamp(1, jobs.len());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                if failed.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                    return;
+                }
+                let Some(&(arch, p)) = jobs.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                    return;
+                };
+                match store.put_payload(arch, &p.name, &p.source(progress.clone())) {
+                    Ok(()) => {
+                        events.detail(format!("{arch}: wrote {} ({} bytes)", p.name, p.size));
+                        fault::point("payload written");
+                    }
+                    Err(e) => {
+                        failed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    bar.finish();
+    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
