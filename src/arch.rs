@@ -65,13 +65,7 @@ impl std::fmt::Display for Arch {
     }
 }
 
-/// As its systemd name, the way the history and `--json` name arches.
-impl serde::Serialize for Arch {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.systemd())
-    }
-}
-
+/// The history names arches as reports do.
 impl<'de> serde::Deserialize<'de> for Arch {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Arch, D::Error> {
         let s = std::borrow::Cow::<str>::deserialize(d)?;

@@ -378,13 +378,31 @@ impl Ledger {
 mod tests {
     use super::*;
 
-    fn files(version: &str, arch: &str, name: &str) -> Files {
-        let per_arch = [(
-            arch.to_string(),
-            [(name.to_string(), "ab".repeat(32))].into(),
-        )]
-        .into();
-        [(version.to_string(), per_arch)].into()
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
+    }
+
+    fn x86() -> Arch {
+        Arch::parse("x86-64").unwrap()
+    }
+
+    fn files(version: &str, name: &str) -> Files {
+        let per_arch = [(x86(), [(name.to_string(), "ab".repeat(32))].into())].into();
+        [(v(version), per_arch)].into()
+    }
+
+    fn draft(action: Action, version: &str, name: &str, reason: Option<&str>) -> Draft {
+        let m = Manifest {
+            entries: [(name.to_string(), [0xab; 32])].into(),
+            best_before: None,
+        };
+        Draft {
+            action,
+            versions: vec![v(version)],
+            files: files(version, name),
+            reason: reason.map(str::to_string),
+            state: [(x86(), ArchRecord::new(&m, &[(name.to_string(), 7)].into()))].into(),
+        }
     }
 
     fn sample() -> (SecretKey, Keyring, Vec<u8>) {
@@ -392,33 +410,12 @@ mod tests {
         let ring = Keyring::from_bytes(&key.keyring_bytes().unwrap()).unwrap();
         let mut l = Ledger::default();
         let now = SystemTime::now();
-        l.append(
-            &key,
-            now,
-            Action::Publish,
-            vec!["17".into()],
-            files("17", "x86-64", "a_17"),
-            None,
-        )
-        .unwrap();
-        l.append(
-            &key,
-            now,
-            Action::Publish,
-            vec!["18".into()],
-            files("18", "x86-64", "a_18"),
-            None,
-        )
-        .unwrap();
+        l.append(&key, now, draft(Action::Publish, "17", "a_17", None))
+            .unwrap();
+        l.append(&key, now, draft(Action::Publish, "18", "a_18", None))
+            .unwrap();
         let bytes = l
-            .append(
-                &key,
-                now,
-                Action::Yank,
-                vec!["18".into()],
-                files("18", "x86-64", "a_18"),
-                Some("bad".into()),
-            )
+            .append(&key, now, draft(Action::Yank, "18", "a_18", Some("bad")))
             .unwrap();
         (key, ring, bytes)
     }
@@ -429,22 +426,54 @@ mod tests {
         let mut l = Ledger::parse(&bytes, &ring).unwrap();
         assert_eq!(l.entries().count(), 3);
         let w = l.withdrawn();
-        assert_eq!(w.keys().collect::<Vec<_>>(), ["18"]);
-        assert_eq!(w["18"].reason.as_deref(), Some("bad"));
-        assert!(l.files_of("18")["x86-64"].contains_key("a_18"));
+        assert_eq!(w.keys().map(|v| v.as_str()).collect::<Vec<_>>(), ["18"]);
+        assert_eq!(w[&v("18")].reason.as_deref(), Some("bad"));
+        assert!(l.files_of(&v("18"))[&x86()].contains_key("a_18"));
         let bytes = l
             .append(
                 &key,
                 SystemTime::now(),
-                Action::Unyank,
-                vec!["18".into()],
-                BTreeMap::new(),
-                None,
+                draft(Action::Unyank, "18", "a_18", None),
             )
             .unwrap();
         let l = Ledger::parse(&bytes, &ring).unwrap();
         assert!(l.withdrawn().is_empty());
         assert_eq!(l.to_bytes(), bytes);
+        assert_eq!(l.len(), 4);
+        assert_eq!(l.hash_of(4), Some(l.head_hash()));
+        assert_eq!(l.hash_of(5), None);
+        assert_eq!(l.hash_of(0), None);
+    }
+
+    #[test]
+    fn states_name_manifests_and_every_name_ever_published() {
+        let (_, ring, bytes) = sample();
+        let l = Ledger::parse(&bytes, &ring).unwrap();
+        let head = l.head().unwrap().state.as_ref().unwrap()[&x86()].clone();
+        let m = head.manifest().expect("a record renders to its own hash");
+        assert!(m.entries.contains_key("a_18"));
+        assert_eq!(l.entry_serving(x86(), &head.manifest).unwrap().seq, 3);
+        assert_eq!(l.previous_state().unwrap().seq, 2);
+        let names = l.names(x86());
+        assert_eq!(names["a_17"].seq, 1);
+        assert_eq!(names["a_18"].seq, 2);
+        let mut forged = head.clone();
+        forged.files.get_mut("a_18").unwrap().sha256 = "cd".repeat(32);
+        assert!(forged.manifest().is_none(), "a record must match its hash");
+    }
+
+    #[test]
+    fn entries_without_a_state_still_parse() {
+        let key = SecretKey::generate("O <o@e>").unwrap();
+        let ring = Keyring::from_bytes(&key.keyring_bytes().unwrap()).unwrap();
+        let json = r#"{"seq":1,"time":"2026-01-01T00:00:00Z","action":"publish","versions":["17"],"files":{"17":{"x86-64":{"a_17":"abab"}}},"signer":"X","prev":""}"#;
+        let sig = key
+            .sign(json.as_bytes(), SignOptions::default())
+            .unwrap();
+        let line = format!("{} {json}\n", hex::encode(sig));
+        let l = Ledger::parse(line.as_bytes(), &ring).unwrap();
+        assert!(l.head().unwrap().state.is_none());
+        assert_eq!(l.names(x86())["a_17"].sha256, "abab");
     }
 
     #[test]
@@ -486,6 +515,10 @@ mod tests {
             .entries()
             .next()
             .is_none());
+        // cut short: still a valid chain; only the remembered head or the
+        // manifests tell (see channel::state)
+        let cut = format!("{}\n", lines[0]);
+        assert_eq!(Ledger::parse(cut.as_bytes(), &ring).unwrap().len(), 1);
     }
 
     proptest::proptest! {

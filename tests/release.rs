@@ -91,13 +91,14 @@ fn pruning_happens_only_after_the_new_manifests_are_in_place() {
     // 17's payloads are still there, and the manifests already name only 18.
     let ch = Channel::new("keep = 1");
     ch.release_version("17", 0);
-    // crash points: 6 payload writes, then 3 × (generation built, switched) = 12 → kill at 12
+    // crash points: 6 payload writes, the history entry, then 3 × (generation
+    // built, switched) = 13 → kill at 13
     let out = bin()
         .arg("--config")
         .arg(&ch.config)
         .arg("release")
         .args(output_args("18"))
-        .env("SYSUPDATE_PUBLISH_CRASH_AT", "12")
+        .env("SYSUPDATE_PUBLISH_CRASH_AT", "13")
         .output()
         .unwrap();
     assert_eq!(
@@ -233,7 +234,7 @@ fn scratch_output(system: &str, version: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, out)
 }
 
-fn assert_refused(ch: &Channel, args: &[String], needle: &str) {
+fn assert_refused(ch: &Channel, args: &[String], needle: &str) -> String {
     let before = snapshot(&ch.store);
     let out = ch.release(args, 1);
     let err = stderr(&out);
@@ -243,6 +244,7 @@ fn assert_refused(ch: &Channel, args: &[String], needle: &str) {
         before,
         "a refused release changed the store"
     );
+    err
 }
 
 #[test]
@@ -328,10 +330,10 @@ fn a_manifest_that_does_not_verify_stops_the_release() {
     let mut text = std::fs::read_to_string(&sums).unwrap();
     text = text.replacen('a', "b", 1);
     std::fs::write(&sums, text).unwrap();
-    assert_refused(
-        &ch,
-        &output_args("18"),
-        "arm64: the published SHA256SUMS does not verify",
+    let err = assert_refused(&ch, &output_args("18"), "arm64: signature: ");
+    assert!(
+        err.contains("does not match the data") && err.contains("sysupdate-publish repair"),
+        "{err}"
     );
 
     // a signature by a key that is not in the keyring
@@ -381,11 +383,11 @@ fn status_lists_versions_signer_expiry_and_problems() {
     let r = ch.json(&["status"], 1);
     let problems = r["arches"].to_string();
     assert!(
-        problems.contains("store_18.img.xz does not have the listed sha256"),
+        problems.contains("store_18.img.xz (version 18) has 9 bytes on the hosting, the history records"),
         "{problems}"
     );
     assert!(
-        problems.contains("appliance_17.efi.xz is listed but missing"),
+        problems.contains("appliance_17.efi.xz (version 17) is listed but missing"),
         "{problems}"
     );
 }
@@ -475,13 +477,10 @@ fn outputs_with_symlinks_publish_the_target_and_bad_outputs_are_refused() {
     let ch = Channel::new("");
     let dir = tempfile::tempdir().unwrap();
     let src = example_output("x86_64-linux", "17");
-    for n in ["appliance_17.efi.xz", "store_17.img.xz"] {
-        std::os::unix::fs::symlink(src.join(n), dir.path().join(n)).unwrap();
-    }
-    let args = vec![
-        "--output".to_string(),
-        format!("x86-64={}", dir.path().display()),
-    ];
+    // The output itself may be a link (nix's `result`): its files are within it.
+    let result = dir.path().join("result");
+    std::os::unix::fs::symlink(&src, &result).unwrap();
+    let args = vec!["--output".to_string(), format!("x86-64={}", result.display())];
     ch.release(&args, 0);
     let p = ch.store.join("x86-64/store_17.img.xz");
     assert!(!std::fs::symlink_metadata(&p)
@@ -492,6 +491,19 @@ fn outputs_with_symlinks_publish_the_target_and_bad_outputs_are_refused() {
         std::fs::read(&p).unwrap(),
         std::fs::read(src.join("store_17.img.xz")).unwrap()
     );
+
+    // A link out of the output (and not into /nix/store) is never followed:
+    // here, one named like a payload that points at the release key.
+    let sneaky = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        example_output("aarch64-linux", "17").join("store_17.img.xz"),
+        sneaky.path().join("store_17.img.xz"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&ch.keys.secret, sneaky.path().join("appliance_17.efi.xz")).unwrap();
+    let args = vec!["--output".to_string(), format!("arm64={}", sneaky.path().display())];
+    let err = assert_refused(&ch, &args, "outside the build output and /nix/store");
+    assert!(err.contains("appliance_17.efi.xz") && err.contains("release.asc"), "{err}");
 
     let empty = tempfile::tempdir().unwrap();
     let args = vec![

@@ -93,9 +93,13 @@ impl ArchPlan {
         }
     }
 
-    /// Whether devices would see another list of payloads.
+    /// Whether devices would see another list of payloads (new payloads
+    /// hashed by their upload are not in `after` yet, but are added).
     pub fn changes_entries(&self) -> bool {
-        self.after.entries != self.before.entries
+        !self.added.is_empty()
+            || !self.removed.is_empty()
+            || !self.restored.is_empty()
+            || self.after.entries != self.before.entries
     }
 
     /// Adds the hashes uploads learned to `after`; with `hash_missing`,
@@ -361,7 +365,7 @@ pub fn plan_release(
         files: Files::new(),
     };
     for input in inputs {
-        let ap = plan_release_arch(store, channel, transfers, input, &version, opts)?;
+        let ap = plan_release_arch(store, channel, input, &version, opts)?;
         let files = plan
             .files
             .entry(version.clone())
@@ -381,7 +385,6 @@ pub fn plan_release(
 fn plan_release_arch(
     store: &dyn Store,
     channel: &Channel,
-    transfers: &BTreeMap<Arch, Vec<Transfer>>,
     input: &ReleaseInput,
     version: &Version,
     opts: ReleaseOptions,
@@ -389,22 +392,6 @@ fn plan_release_arch(
     let arch = input.arch;
     let view = channel.arches.get(&arch);
     let mut plan = ArchPlan::unchanged(view, arch);
-    let names = channel.history.names(arch);
-    for p in &input.payloads {
-        if let Some(rec) = names.get(&p.name) {
-            let now = hash::to_hex(&digest(arch, p)?);
-            if now != rec.sha256 {
-                return Err(Refusal::NameReused {
-                    arch,
-                    name: p.name.clone(),
-                    seq: rec.seq,
-                    recorded: rec.sha256.clone(),
-                    found: now,
-                }
-                .into());
-            }
-        }
-    }
     let published = view.map(|v| v.versions.as_slice()).unwrap_or_default();
     let old = &plan.before;
     if let Some(same) = published
@@ -446,6 +433,23 @@ fn plan_release_arch(
         }
         plan.kept = plan.versions.clone();
         return Ok(plan);
+    }
+    // A name never gets other bytes, also after retention dropped it.
+    let names = channel.history.names(arch);
+    for p in &input.payloads {
+        if let Some(rec) = names.get(&p.name) {
+            let now = hash::to_hex(&digest(arch, p)?);
+            if now != rec.sha256 {
+                return Err(Refusal::NameReused {
+                    arch,
+                    name: p.name.clone(),
+                    seq: rec.seq,
+                    recorded: rec.sha256.clone(),
+                    found: now,
+                }
+                .into());
+            }
+        }
     }
     if let Some(newest) = published.first() {
         let newest = Version::published(&newest.version);

@@ -284,7 +284,7 @@ impl std::fmt::Display for Problem {
                 found,
             } => write!(
                 f,
-                "{arch}: {file}{} has {found} bytes on the hosting, the history records {recorded}: its bytes were changed",
+                "{arch}: {file}{} has {found} bytes on the hosting, the history records {recorded}: its bytes were changed, devices refuse it",
                 version_label(version)
             ),
             PayloadHash {

@@ -10,7 +10,6 @@ use crate::compress::Settings;
 use crate::config::{parse_lifetime, Config};
 use crate::publisher::{Publisher, Report, RepairRequest};
 use crate::signing::SecretKey;
-use crate::store;
 use crate::version::Version;
 
 /// What devices do after versions are withdrawn (printed by yank and rollback).
@@ -28,7 +27,7 @@ fn with_publisher(
 ) -> Result<Report> {
     let config = ctx.config()?;
     let (key, keyring) = load_keys(&config, &ctx.ui)?;
-    let store = store::open_channel(&config.channel);
+    let store = config.channel.open_store();
     let publisher = publisher(ctx, &config, store.as_ref(), &keyring)?;
     f(&publisher, &key, &config)
 }

@@ -7,7 +7,6 @@ use super::{human_bytes, load_keys, parse_outputs, publisher, Ctx, Outcome, Usag
 use crate::cli::ReleaseArgs;
 use crate::compress::Settings;
 use crate::publisher::{Report, ReleaseRequest};
-use crate::store;
 use crate::ui::Ui;
 
 /// One line per arch: what the release changes there.
@@ -54,7 +53,7 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
     let config = ctx.config()?;
     let ui = &ctx.ui;
     let (key, keyring) = load_keys(&config, ui)?;
-    let store = store::open_channel(&config.channel);
+    let store = config.channel.open_store();
     let publisher = publisher(ctx, &config, store.as_ref(), &keyring)?;
     let compress = Settings {
         codec: config.transfers.compress,

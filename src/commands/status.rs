@@ -11,7 +11,6 @@ use crate::channel::state::{ArchView, Channel};
 use crate::cli::StatusArgs;
 use crate::hash;
 use crate::signing::Keyring;
-use crate::store;
 
 #[derive(Serialize)]
 struct FileStatus {
@@ -124,7 +123,7 @@ fn arch_status(view: &ArchView, problems: &[&Problem]) -> ArchStatus {
 pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
     let config = ctx.config()?;
     let keyring = Keyring::load(&config.signing.keyring)?;
-    let store = store::open_channel(&config.channel);
+    let store = config.channel.open_store();
     let publisher = publisher(ctx, &config, store.as_ref(), &keyring)?;
     let channel = publisher.read(args.deep)?;
     if publisher.anchor.is_none() {

@@ -15,7 +15,6 @@ use crate::cli::VerifyArgs;
 use crate::http::Http;
 use crate::manifest::{LEDGER, MANIFEST, SIGNATURE, SIGNATURE_FALLBACKS};
 use crate::signing::Keyring;
-use crate::store;
 
 #[derive(Serialize, Default)]
 struct ArchCheck {
@@ -53,7 +52,7 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
             ))
         })?;
     let keyring = Keyring::load(&config.signing.keyring)?;
-    let store = store::open_channel(&config.channel);
+    let store = config.channel.open_store();
     let http = Http::new(args.ca.as_deref())?;
     let arches = if args.arches.is_empty() {
         store.arches()?

@@ -300,11 +300,16 @@ impl<'a> Publisher<'a> {
         if let Some(anchor) = &self.anchor {
             anchor.remember(&history)?;
         }
-        for s in &signed {
+        for ap in plan.changed() {
+            let v: Vec<&str> = ap.versions.iter().map(|v| v.as_str()).collect();
             self.events.info(format!(
                 "{}: now publishes {}",
-                s.arch,
-                versions_of(channel, s.arch, &state)
+                ap.arch,
+                if v.is_empty() {
+                    "nothing".into()
+                } else {
+                    v.join(", ")
+                }
             ));
         }
         self.cleanup(&history, &state, channel)?;
@@ -376,6 +381,11 @@ impl<'a> Publisher<'a> {
                 finished_interrupted: finished,
                 ..Report::new(&plan, self.store.describe(), false)
             };
+        } else if let Some(state) = channel.head_state() {
+            // Nothing to change, but an earlier write may have been cut off
+            // before its cleanup: deleting its leftovers changes nothing
+            // devices see and writes no history.
+            self.cleanup(&channel.history, state, &channel)?;
         }
         Ok(report)
     }
@@ -611,22 +621,6 @@ fn secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn versions_of(channel: &Channel, arch: Arch, state: &State) -> String {
-    let (Some(view), Some(record)) = (channel.arches.get(&arch), state.get(&arch)) else {
-        return String::new();
-    };
-    let v: Vec<String> = transfer::classify(&view.transfers, record.files.keys().map(String::as_str))
-        .versions
-        .into_iter()
-        .map(|s| s.version)
-        .collect();
-    if v.is_empty() {
-        "nothing".into()
-    } else {
-        v.join(", ")
-    }
 }
 
 /// The BEST-BEFORE date for a signature made at `now` with `lifetime`.

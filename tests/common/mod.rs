@@ -6,8 +6,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// Our binary. Each test process remembers channel history heads in a
+/// state directory of its own, never in the developer's.
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sysupdate-publish"))
+    static STATE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let state = STATE.get_or_init(|| tempfile::tempdir().unwrap());
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sysupdate-publish"));
+    c.env("SYSUPDATE_PUBLISH_STATE_DIR", state.path());
+    c
 }
 
 pub fn repo() -> PathBuf {
