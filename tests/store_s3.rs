@@ -6,24 +6,10 @@ mod hosting;
 use hosting::scenarios::*;
 use hosting::{Moto, Relay, Site};
 
-#[test]
-fn s3_device_view_matches_the_directory_backend() {
+hosting_scenarios! {
+    mod s3;
     let moto = Moto::start();
-    device_view_matches_the_directory_backend(&Site::s3(&moto));
-}
-
-#[test]
-fn s3_killed_at_every_point_verifies_and_resumes() {
-    let moto = Moto::start();
-    killed_at_every_point_the_channel_verifies_and_a_rerun_uploads_only_what_is_missing(&Site::s3(
-        &moto,
-    ));
-}
-
-#[test]
-fn s3_concurrent_releases_both_land() {
-    let moto = Moto::start();
-    concurrent_releases_of_two_versions_both_land(&Site::s3(&moto));
+    site: Site::s3(&moto);
 }
 
 /// moto keeps everything in memory, so it cannot be restarted with the

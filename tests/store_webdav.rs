@@ -7,25 +7,12 @@ mod hosting;
 use hosting::scenarios::*;
 use hosting::{Nginx, Relay, Site};
 
-/// Over HTTPS with the test CA from `channel.webdav-ca`.
-#[test]
-fn webdav_device_view_matches_the_directory_backend() {
+// The device view over HTTPS with the test CA from `channel.webdav-ca`.
+hosting_scenarios! {
+    mod webdav;
     let nginx = Nginx::start();
-    device_view_matches_the_directory_backend(&Site::webdav_https(&nginx));
-}
-
-#[test]
-fn webdav_killed_at_every_point_verifies_and_resumes() {
-    let nginx = Nginx::start();
-    killed_at_every_point_the_channel_verifies_and_a_rerun_uploads_only_what_is_missing(
-        &Site::webdav(&nginx),
-    );
-}
-
-#[test]
-fn webdav_concurrent_releases_both_land() {
-    let nginx = Nginx::start();
-    concurrent_releases_of_two_versions_both_land(&Site::webdav(&nginx));
+    site: Site::webdav(&nginx);
+    view: Site::webdav_https(&nginx);
 }
 
 /// nginx itself is stopped mid-upload (and started again, its files

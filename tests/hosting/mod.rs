@@ -5,9 +5,12 @@
 //! - a TCP relay in front of either, which the tests cut to make the server
 //!   vanish in the middle of an upload at a chosen byte count.
 //!
-//! Plus a small HTTP GET to see the channel exactly as a device does.
+//! Plus a small HTTP GET to see the channel exactly as a device does, and
+//! [`Site`]: one hosting as the shared scenarios (scenarios.rs) see it, the
+//! directory store in nginx's document root being one more.
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -55,14 +58,23 @@ impl Response {
 
 /// One plain-HTTP request, as a device or a curl would make it.
 pub fn http(method: &str, url: &str, body: &[u8]) -> Response {
+    http_with(method, url, &[], body)
+}
+
+/// [`http`] with extra request headers.
+pub fn http_with(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
     let rest = url.strip_prefix("http://").expect("plain http URL");
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
     let mut s = TcpStream::connect(host).unwrap_or_else(|e| panic!("connect {host}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -527,12 +539,92 @@ pub fn fake_xz(path: &Path, size: usize) {
     f.flush().unwrap();
 }
 
-/// Lists every stored file below a channel prefix, relative to it.
-pub type Lister = Box<dyn Fn(&str) -> Vec<String>>;
+/// How a store lays a channel out, where the scenarios must tell stores apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// S3 and WebDAV: payloads go straight to their arch directory (named by
+    /// no manifest until a commit); a commit writes the manifest, then its
+    /// signature, with `<arch>/.pending/SHA256SUMS.gpg` bridging the gap.
+    Remote,
+    /// The directory store (src/store/dir.rs): payloads go to
+    /// `.payloads/<arch>/`, each arch directory is a symlink to its current
+    /// `.generations/<arch>/<n>/`, switched in one rename, and the flock file
+    /// `.sysupdate-publish.lock` stays.
+    Dir,
+}
+
+const DIR_LOCK: &str = ".sysupdate-publish.lock";
+
+impl Layout {
+    /// Where the store keeps an uploaded payload, relative to the channel,
+    /// before a commit names it.
+    pub fn payload_key(self, arch: &str, name: &str) -> String {
+        match self {
+            Layout::Remote => format!("{arch}/{name}"),
+            Layout::Dir => format!(".payloads/{arch}/{name}"),
+        }
+    }
+
+    /// A manifest and its signature appear in one step: no kill lands
+    /// between them, so there is never an interrupted commit.
+    pub fn atomic_commit(self) -> bool {
+        self == Layout::Dir
+    }
+
+    /// The stored paths of a settled channel (no publisher running or
+    /// killed) that are not the store's own bookkeeping. For the directory
+    /// store the bookkeeping is checked to mirror them exactly: one pool copy
+    /// of every published payload, one generation per arch holding just the
+    /// arch's files, and the lock file.
+    pub fn published(self, stored: Vec<String>) -> Vec<String> {
+        if self == Layout::Remote {
+            return stored;
+        }
+        let (internal, published): (Vec<String>, Vec<String>) = stored.into_iter().partition(|p| {
+            p == DIR_LOCK || p.starts_with(".payloads/") || p.starts_with(".generations/")
+        });
+        let mut pool = BTreeSet::new();
+        let mut generations: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut in_generations = BTreeSet::new();
+        for p in internal.iter().filter(|p| *p != DIR_LOCK) {
+            match p.split('/').collect::<Vec<_>>()[..] {
+                [".payloads", arch, name] => pool.insert(format!("{arch}/{name}")),
+                [".generations", arch, generation, name] => {
+                    generations
+                        .entry(arch.to_string())
+                        .or_default()
+                        .insert(generation.to_string());
+                    in_generations.insert(format!("{arch}/{name}"))
+                }
+                _ => panic!("{p}: not part of the directory store's layout"),
+            };
+        }
+        let arch_files: BTreeSet<String> = published
+            .iter()
+            .filter(|p| p.contains('/') && !p.starts_with('.'))
+            .cloned()
+            .collect();
+        assert_eq!(
+            in_generations, arch_files,
+            "the current generations hold exactly what devices fetch"
+        );
+        let payloads: BTreeSet<String> = arch_files
+            .into_iter()
+            .filter(|p| !p.ends_with("/SHA256SUMS") && !p.ends_with("/SHA256SUMS.gpg"))
+            .collect();
+        assert_eq!(pool, payloads, "one pool copy of every published payload");
+        assert!(
+            generations.values().all(|g| g.len() == 1),
+            "old generations left: {generations:?}"
+        );
+        published
+    }
+}
 
 /// A hosting as the scenarios see it: how our binary reaches it (the store
-/// URL, config lines, environment), where devices fetch from, and what it
-/// stores.
+/// URL, config lines, environment), where devices fetch from, what it
+/// stores, and raw access to it as its owner (a careless admin, or an
+/// attacker who took it over).
 pub struct Site {
     /// `channel.store` without the channel's own prefix.
     pub store: String,
@@ -541,8 +633,72 @@ pub struct Site {
     pub env: Vec<(String, String)>,
     /// Plain-HTTP URL devices fetch the same root from.
     pub public: String,
-    /// Every stored file below a channel prefix, relative to it.
-    pub list: Lister,
+    pub layout: Layout,
+    backing: Backing,
+}
+
+/// Where a site's bytes really are.
+enum Backing {
+    /// Objects in moto's bucket, reached with plain HTTP requests.
+    S3 { endpoint: String },
+    /// Files below a directory nginx serves.
+    Files { root: PathBuf },
+}
+
+/// moto, with authentication off (its default), takes any request carrying
+/// an Authorization header as the account's own and does not check the
+/// signature; requests without one are anonymous, and the bucket policy lets
+/// those only read (a DELETE, or a PUT over an existing key, gets 403).
+/// Raw access is the account's: this header, unsigned.
+const MOTO_ACCOUNT: (&str, &str) = (
+    "Authorization",
+    "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=unchecked",
+);
+
+/// Response headers S3 stores with an object and serves back: what a
+/// restore must put back besides the bytes.
+fn stored_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["cache-control", "content-type", "content-encoding"].contains(&name.as_str())
+        || name.starts_with("x-amz-meta-")
+}
+
+/// Every stored object below a channel prefix, to put back with
+/// [`Site::restore`].
+pub struct Snapshot {
+    prefix: String,
+    saved: Saved,
+}
+
+enum Saved {
+    /// S3: by key relative to the prefix.
+    Objects(BTreeMap<String, Object>),
+    /// Files: a `cp -a` copy of the prefix directory (symlinks, hard links,
+    /// modes and times as they were); `None` when it did not exist.
+    Tree(Option<tempfile::TempDir>),
+}
+
+/// An S3 object's bytes and the headers stored with them.
+struct Object {
+    bytes: Vec<u8>,
+    headers: Vec<(String, String)>,
+}
+
+/// `cp -a from to`.
+fn copy_tree(from: &Path, to: &Path) {
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cp -a {} {}: {}",
+        from.display(),
+        to.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Site {
@@ -558,13 +714,15 @@ impl Site {
             "AWS_ENDPOINT_URL".into(),
             format!("http://127.0.0.1:{port}"),
         ));
-        let endpoint = moto.endpoint();
         Site {
             store: format!("s3://{BUCKET}"),
             extra: String::new(),
             env,
             public: format!("{}/{BUCKET}", moto.endpoint()),
-            list: Box::new(move |prefix| s3_keys(&endpoint, prefix)),
+            layout: Layout::Remote,
+            backing: Backing::S3 {
+                endpoint: moto.endpoint(),
+            },
         }
     }
 
@@ -574,20 +732,19 @@ impl Site {
 
     /// WebDAV over plain HTTP through `port` (nginx's, or a Relay's).
     pub fn webdav_at(nginx: &Nginx, port: u16) -> Site {
-        let www = nginx.www();
         Site {
             store: format!("webdav+http://127.0.0.1:{port}"),
             extra: String::new(),
             env: vec![],
             public: nginx.http_url(),
-            list: Box::new(move |prefix| walk(&www.join(prefix))),
+            layout: Layout::Remote,
+            backing: Backing::Files { root: nginx.www() },
         }
     }
 
     /// WebDAV below `/{dir}` of nginx's plain-HTTP port, with `env`:
     /// `private` wants a login for every write, `readonly` refuses writes.
     pub fn webdav_below(nginx: &Nginx, dir: &str, env: &[(&str, &str)]) -> Site {
-        let www = nginx.www().join(dir);
         Site {
             store: format!("webdav+{}/{dir}", nginx.http_url()),
             extra: String::new(),
@@ -596,7 +753,10 @@ impl Site {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             public: format!("{}/{dir}", nginx.http_url()),
-            list: Box::new(move |prefix| walk(&www.join(prefix))),
+            layout: Layout::Remote,
+            backing: Backing::Files {
+                root: nginx.www().join(dir),
+            },
         }
     }
 
@@ -608,23 +768,236 @@ impl Site {
             ..Self::webdav(nginx)
         }
     }
+
+    /// The directory store, in nginx's document root: our binary writes the
+    /// directory, devices fetch the very same files from nginx over plain
+    /// HTTP (through the arch symlinks, which nginx follows by default).
+    pub fn dir(nginx: &Nginx) -> Site {
+        Site {
+            store: nginx.www().display().to_string(),
+            extra: String::new(),
+            env: vec![],
+            public: nginx.http_url(),
+            layout: Layout::Dir,
+            backing: Backing::Files { root: nginx.www() },
+        }
+    }
+
+    /// Every stored file below a channel prefix, relative to it, sorted. For
+    /// files, symlinks are followed (the directory store's arch
+    /// directories), so a file is listed under every path nginx serves it
+    /// by; a dangling symlink is listed as itself.
+    pub fn list(&self, prefix: &str) -> Vec<String> {
+        match &self.backing {
+            Backing::S3 { endpoint } => s3_keys(endpoint, prefix),
+            Backing::Files { root } => walk(&root.join(prefix)),
+        }
+    }
+
+    fn object_url(endpoint: &str, key: &str) -> String {
+        format!("{endpoint}/{BUCKET}/{key}")
+    }
+
+    /// The stored bytes at `key` (relative to the site root, e.g.
+    /// `chan-x/x86-64/SHA256SUMS`), `None` when absent. Files are read
+    /// through symlinks.
+    pub fn raw_get(&self, key: &str) -> Option<Vec<u8>> {
+        match &self.backing {
+            Backing::S3 { endpoint } => {
+                let r = http_with(
+                    "GET",
+                    &Self::object_url(endpoint, key),
+                    &[MOTO_ACCOUNT],
+                    b"",
+                );
+                match r.status {
+                    200 => Some(r.body),
+                    404 => None,
+                    s => panic!("raw GET {key}: HTTP {s}"),
+                }
+            }
+            Backing::Files { root } => match std::fs::read(root.join(key)) {
+                Ok(b) => Some(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => panic!("raw read {key}: {e}"),
+            },
+        }
+    }
+
+    /// Stores `bytes` at `key` behind the publisher's back: an S3 PUT
+    /// without the metadata our binary sets, or a file written in place
+    /// (through the directory store's arch symlink into the current
+    /// generation, where a payload is a hard link to its pool copy).
+    pub fn raw_put(&self, key: &str, bytes: &[u8]) {
+        self.put_with(key, bytes, &[]);
+    }
+
+    fn put_with(&self, key: &str, bytes: &[u8], headers: &[(&str, &str)]) {
+        match &self.backing {
+            Backing::S3 { endpoint } => {
+                let mut h = vec![MOTO_ACCOUNT];
+                h.extend_from_slice(headers);
+                let r = http_with("PUT", &Self::object_url(endpoint, key), &h, bytes);
+                assert_eq!(r.status, 200, "raw PUT {key}");
+            }
+            Backing::Files { root } => {
+                let path = root.join(key);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("raw write {key}: {e}"));
+            }
+        }
+    }
+
+    /// Removes `key`; absent is fine.
+    pub fn raw_delete(&self, key: &str) {
+        match &self.backing {
+            Backing::S3 { endpoint } => {
+                let url = Self::object_url(endpoint, key);
+                let r = http_with("DELETE", &url, &[MOTO_ACCOUNT], b"");
+                assert_eq!(r.status, 204, "raw DELETE {key}");
+            }
+            Backing::Files { root } => match std::fs::remove_file(root.join(key)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    panic!("raw delete {key}: {e}")
+                }
+                _ => {}
+            },
+        }
+    }
+
+    /// Saves everything stored below `prefix`.
+    pub fn snapshot(&self, prefix: &str) -> Snapshot {
+        let saved = match &self.backing {
+            Backing::S3 { endpoint } => Saved::Objects(
+                s3_keys(endpoint, prefix)
+                    .into_iter()
+                    .map(|rel| {
+                        let url = Self::object_url(endpoint, &format!("{prefix}/{rel}"));
+                        let r = http_with("GET", &url, &[MOTO_ACCOUNT], b"");
+                        assert_eq!(r.status, 200, "saving {url}");
+                        let headers = r
+                            .headers
+                            .into_iter()
+                            .filter(|(k, _)| stored_header(k))
+                            .collect();
+                        (
+                            rel,
+                            Object {
+                                bytes: r.body,
+                                headers,
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+            Backing::Files { root } => {
+                let dir = root.join(prefix);
+                Saved::Tree(dir.exists().then(|| {
+                    let copy = tempfile::tempdir().unwrap();
+                    copy_tree(&dir, &copy.path().join("tree"));
+                    copy
+                }))
+            }
+        };
+        Snapshot {
+            prefix: prefix.to_string(),
+            saved,
+        }
+    }
+
+    /// Puts back exactly what `snapshot` saved: the same paths with the same
+    /// bytes (and S3 metadata), everything stored since removed.
+    pub fn restore(&self, snapshot: &Snapshot) {
+        let prefix = &snapshot.prefix;
+        match (&self.backing, &snapshot.saved) {
+            (Backing::S3 { endpoint }, Saved::Objects(objects)) => {
+                for rel in s3_keys(endpoint, prefix) {
+                    if !objects.contains_key(&rel) {
+                        self.raw_delete(&format!("{prefix}/{rel}"));
+                    }
+                }
+                for (rel, o) in objects {
+                    let headers: Vec<(&str, &str)> = o
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    self.put_with(&format!("{prefix}/{rel}"), &o.bytes, &headers);
+                }
+            }
+            (Backing::Files { root }, Saved::Tree(copy)) => {
+                let dir = root.join(prefix);
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir).unwrap();
+                }
+                if let Some(copy) = copy {
+                    copy_tree(&copy.path().join("tree"), &dir);
+                }
+            }
+            _ => panic!("a snapshot of another kind of site"),
+        }
+    }
 }
 
-/// Files below `root`, relative, sorted.
+/// Files below `root`, relative, sorted; symlinks followed, dangling ones
+/// listed as themselves.
 pub fn walk(root: &Path) -> Vec<String> {
+    let rel = |p: &Path| p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
     let mut out: Vec<String> = walkdir::WalkDir::new(root)
+        .follow_links(true)
         .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            e.path()
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
+        .filter_map(|e| match e {
+            Ok(e) => e.file_type().is_file().then(|| rel(e.path())),
+            Err(e) => e
+                .path()
+                .filter(|p| p.symlink_metadata().is_ok_and(|m| m.is_symlink()))
+                .map(rel),
         })
         .collect();
     out.sort();
     out
 }
+
+/// The scenarios of scenarios.rs that every hosting runs, as `#[test]`s
+/// in a module `$module` (so they are `s3::…`, `webdav::…`, `dir::…`), each
+/// with its own fresh server `$server`. `view` is the site for the device
+/// view when it differs (WebDAV checks it over HTTPS).
+///
+/// ```ignore
+/// hosting_scenarios! {
+///     mod dir;
+///     let nginx = Nginx::start();
+///     site: Site::dir(&nginx);
+/// }
+/// ```
+#[macro_export]
+macro_rules! hosting_scenarios {
+    (mod $module:ident; let $server:ident = $start:expr; site: $site:expr;) => {
+        $crate::hosting_scenarios! {
+            mod $module; let $server = $start; site: $site; view: $site;
+        }
+    };
+    (mod $module:ident; let $server:ident = $start:expr; site: $site:expr; view: $view:expr;) => {
+        mod $module {
+            use super::*;
+            $crate::hosting_scenarios! {
+                @tests let $server = $start;
+                device_view_matches_the_directory_backend($view),
+                killed_at_every_point_the_channel_verifies_and_a_rerun_uploads_only_what_is_missing($site),
+                concurrent_releases_of_two_versions_both_land($site),
+                raw_hosting_edits_reach_devices_and_a_restore_rolls_everything_back($site),
+            }
+        }
+    };
+    (@tests let $server:ident = $start:expr; $($scenario:ident($on:expr),)+) => {
+        $(
+            #[test]
+            fn $scenario() {
+                let $server = $start;
+                $crate::hosting::scenarios::$scenario(&$on);
+            }
+        )+
+    };
+}
+
 pub mod scenarios;
