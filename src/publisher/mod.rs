@@ -361,6 +361,7 @@ impl<'a> Publisher<'a> {
         &self,
         key: &SecretKey,
         dry_run: bool,
+        intent: (Action, &[Version]),
         make: impl Fn(&Channel) -> Result<Plan, PublishError>,
     ) -> Result<Report, PublishError> {
         if dry_run {
@@ -371,7 +372,33 @@ impl<'a> Publisher<'a> {
         }
         let _lock = self.store.lock()?;
         let (channel, finished) = self.read_for_write(key)?;
-        let mut plan = make(&channel)?;
+        // Rerunning a yank, unyank, rollback or refresh that was cut off
+        // finishes it; it does not do it a second time (a release replans:
+        // its outputs must still be what was published).
+        let rerun = finished.is_some()
+            && intent.0 != Action::Publish
+            && channel
+                .history
+                .head()
+                .is_some_and(|h| h.action == intent.0 && same_versions(&h.versions, intent.1));
+        let plan = make(&channel);
+        if rerun && plan.as_ref().map_or(true, Plan::changes) {
+            let mut report = Report::new(
+                &Plan {
+                    action: intent.0,
+                    versions: intent.1.to_vec(),
+                    reason: None,
+                    arches: vec![],
+                    files: Default::default(),
+                },
+                self.store.describe(),
+                false,
+            );
+            report.already_published = true;
+            report.finished_interrupted = finished;
+            return Ok(report);
+        }
+        let mut plan = plan?;
         let mut report = Report::new(&plan, self.store.describe(), false);
         report.finished_interrupted = finished;
         if plan.changes() {
@@ -398,7 +425,8 @@ impl<'a> Publisher<'a> {
         reason: &str,
         dry_run: bool,
     ) -> Result<Report, PublishError> {
-        self.write(key, dry_run, |ch| {
+        let versions = [version.clone()];
+        self.write(key, dry_run, (Action::Yank, &versions), |ch| {
             Ok(plan::plan_yank(ch, version, arches, reason, self.settings())?)
         })
     }
@@ -410,7 +438,8 @@ impl<'a> Publisher<'a> {
         reason: Option<String>,
         dry_run: bool,
     ) -> Result<Report, PublishError> {
-        self.write(key, dry_run, |ch| {
+        let versions = [version.clone()];
+        self.write(key, dry_run, (Action::Unyank, &versions), |ch| {
             Ok(plan::plan_unyank(
                 self.store,
                 ch,
@@ -428,7 +457,8 @@ impl<'a> Publisher<'a> {
         reason: Option<String>,
         dry_run: bool,
     ) -> Result<Report, PublishError> {
-        self.write(key, dry_run, |ch| {
+        let versions = [version.clone()];
+        self.write(key, dry_run, (Action::Rollback, &versions[..1]), |ch| {
             Ok(plan::plan_rollback(
                 self.store,
                 ch,
@@ -447,7 +477,7 @@ impl<'a> Publisher<'a> {
         if_expiring_within: Option<Duration>,
         dry_run: bool,
     ) -> Result<Report, PublishError> {
-        self.write(key, dry_run, |ch| {
+        self.write(key, dry_run, (Action::Refresh, &[]), |ch| {
             let mut plan = plan::plan_refresh(ch, self.settings());
             if let Some(margin) = if_expiring_within {
                 let due = ch.arches.values().any(|v| match &v.signature {
@@ -615,6 +645,16 @@ fn refuse_blocking(channel: &Channel) -> Result<(), PublishError> {
     } else {
         Err(Refusal::Problems { problems: blocking }.into())
     }
+}
+
+/// Whether a history entry's versions start with `intent` (a rollback's
+/// entry also lists what it withdrew).
+fn same_versions(recorded: &[Version], intent: &[Version]) -> bool {
+    recorded.len() >= intent.len()
+        && recorded
+            .iter()
+            .zip(intent)
+            .all(|(a, b)| a.as_str() == b.as_str())
 }
 
 fn secs(t: SystemTime) -> u64 {

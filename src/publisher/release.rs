@@ -163,7 +163,8 @@ impl Publisher<'_> {
             unyank: req.unyank,
             settings: self.settings(),
         };
-        self.write(key, req.dry_run, |ch| {
+        let versions = [version.clone()];
+        self.write(key, req.dry_run, (Action::Publish, &versions), |ch| {
             Ok(plan::plan_release(
                 self.store, ch, &transfers, &inputs, opts,
             )?)
