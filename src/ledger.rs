@@ -467,9 +467,7 @@ mod tests {
         let key = SecretKey::generate("O <o@e>").unwrap();
         let ring = Keyring::from_bytes(&key.keyring_bytes().unwrap()).unwrap();
         let json = r#"{"seq":1,"time":"2026-01-01T00:00:00Z","action":"publish","versions":["17"],"files":{"17":{"x86-64":{"a_17":"abab"}}},"signer":"X","prev":""}"#;
-        let sig = key
-            .sign(json.as_bytes(), SignOptions::default())
-            .unwrap();
+        let sig = key.sign(json.as_bytes(), SignOptions::default()).unwrap();
         let line = format!("{} {json}\n", hex::encode(sig));
         let l = Ledger::parse(line.as_bytes(), &ring).unwrap();
         assert!(l.head().unwrap().state.is_none());

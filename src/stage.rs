@@ -331,7 +331,10 @@ pub fn stage(
         fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let dst_path = dir.join(&name);
         let dst = File::create(&dst_path).map_err(|e| io(&dst_path, e))?;
-        let bar = events.bar(len, &format!("{arch} {} {name}", settings.codec.extension()));
+        let bar = events.bar(
+            len,
+            &format!("{arch} {} {name}", settings.codec.extension()),
+        );
         let result = compress::compress(
             src,
             BufWriter::with_capacity(1 << 20, dst),

@@ -383,7 +383,9 @@ fn status_lists_versions_signer_expiry_and_problems() {
     let r = ch.json(&["status"], 1);
     let problems = r["arches"].to_string();
     assert!(
-        problems.contains("store_18.img.xz (version 18) has 9 bytes on the hosting, the history records"),
+        problems.contains(
+            "store_18.img.xz (version 18) has 9 bytes on the hosting, the history records"
+        ),
         "{problems}"
     );
     assert!(
@@ -480,7 +482,10 @@ fn outputs_with_symlinks_publish_the_target_and_bad_outputs_are_refused() {
     // The output itself may be a link (nix's `result`): its files are within it.
     let result = dir.path().join("result");
     std::os::unix::fs::symlink(&src, &result).unwrap();
-    let args = vec!["--output".to_string(), format!("x86-64={}", result.display())];
+    let args = vec![
+        "--output".to_string(),
+        format!("x86-64={}", result.display()),
+    ];
     ch.release(&args, 0);
     let p = ch.store.join("x86-64/store_17.img.xz");
     assert!(!std::fs::symlink_metadata(&p)
@@ -501,9 +506,15 @@ fn outputs_with_symlinks_publish_the_target_and_bad_outputs_are_refused() {
     )
     .unwrap();
     std::os::unix::fs::symlink(&ch.keys.secret, sneaky.path().join("appliance_17.efi.xz")).unwrap();
-    let args = vec!["--output".to_string(), format!("arm64={}", sneaky.path().display())];
+    let args = vec![
+        "--output".to_string(),
+        format!("arm64={}", sneaky.path().display()),
+    ];
     let err = assert_refused(&ch, &args, "outside the build output and /nix/store");
-    assert!(err.contains("appliance_17.efi.xz") && err.contains("release.asc"), "{err}");
+    assert!(
+        err.contains("appliance_17.efi.xz") && err.contains("release.asc"),
+        "{err}"
+    );
 
     let empty = tempfile::tempdir().unwrap();
     let args = vec![

@@ -57,7 +57,11 @@ pub struct Anchor {
 
 /// The state directory, when one can be named.
 pub fn state_dir() -> Option<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     env(STATE_DIR_ENV)
         .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("sysupdate-publish")))
         .or_else(|| env("HOME").map(|d| d.join(".local/state/sysupdate-publish")))

@@ -259,7 +259,12 @@ mod tests {
         assert!(problems(&enc)[0].contains("Content-Encoding br"));
         let gone = check_payload(arch(), "a.xz", &resp(404, None, None, None), Some(5));
         assert!(problems(&gone)[0].contains("HTTP 404"));
-        let short_cache = check_payload(arch(), "a.xz", &resp(200, Some(5), None, Some("no-store")), None);
+        let short_cache = check_payload(
+            arch(),
+            "a.xz",
+            &resp(200, Some(5), None, Some("no-store")),
+            None,
+        );
         assert_eq!(short_cache[0].severity, Severity::Warning);
     }
 }

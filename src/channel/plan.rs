@@ -28,10 +28,7 @@ pub enum PlanError {
     Store(#[from] StoreError),
     /// A staged payload that could not be read (or changed) when hashed.
     #[error("{arch}: {source}")]
-    Payload {
-        arch: Arch,
-        source: std::io::Error,
-    },
+    Payload { arch: Arch, source: std::io::Error },
 }
 
 /// What every plan needs from the channel's settings.
@@ -639,6 +636,10 @@ pub fn plan_yank(
         plan.arches.push(ap);
     }
     if plan.files.is_empty() {
+        // Yanking what is already withdrawn changes nothing (a rerun).
+        if channel.history.withdrawn().contains_key(version) && arches.is_empty() {
+            return Ok(plan);
+        }
         return Err(Refusal::NotPublished(version.clone()));
     }
     Ok(plan)
@@ -685,11 +686,7 @@ fn restore(
 ) -> Result<(), PlanError> {
     let found = restorable(store, ap.arch, version, recorded)?;
     for (name, d) in &found {
-        let size = store
-            .list(ap.arch)?
-            .get(name)
-            .map(|f| f.size)
-            .unwrap_or(0);
+        let size = store.list(ap.arch)?.get(name).map(|f| f.size).unwrap_or(0);
         ap.sizes.insert(name.clone(), size);
         ap.after.entries.insert(name.clone(), *d);
     }
@@ -710,6 +707,26 @@ pub fn plan_unyank(
     settings: Settings,
 ) -> Result<Plan, PlanError> {
     if !channel.history.withdrawn().contains_key(version) {
+        // Already back everywhere it was withdrawn from (a rerun): nothing to do.
+        let published = channel.arches.values().any(|v| v.set(version).is_some());
+        if published
+            && channel
+                .history
+                .entries()
+                .any(|e| e.action == Action::Unyank && e.versions.contains(version))
+        {
+            let mut arches = every_arch(channel, settings);
+            for ap in &mut arches {
+                finish(ap, &channel.arches[&ap.arch]);
+            }
+            return Ok(Plan {
+                action: Action::Unyank,
+                versions: vec![version.clone()],
+                reason,
+                arches,
+                files: Files::new(),
+            });
+        }
         return Err(Refusal::NotWithdrawn(version.clone()).into());
     }
     let recorded = channel.history.files_of(version);
@@ -811,7 +828,12 @@ pub fn plan_refresh(channel: &Channel, settings: Settings) -> Plan {
 /// Payloads of withdrawn versions kept on the hosting (so `unyank` needs no
 /// upload): those of withdrawn versions among the newest `keep` versions
 /// known for the arch, published or withdrawn.
-pub fn retained(ledger: &Ledger, arch: Arch, published: &[Version], keep: usize) -> BTreeSet<String> {
+pub fn retained(
+    ledger: &Ledger,
+    arch: Arch,
+    published: &[Version],
+    keep: usize,
+) -> BTreeSet<String> {
     let withdrawn = ledger.withdrawn();
     let mut all: Vec<&Version> = published.iter().collect();
     all.extend(withdrawn.keys());

@@ -14,11 +14,17 @@ use crate::version::Version;
 pub enum Problem {
     /// `ledger.jsonl` does not verify: edited, corrupted, foreign signature,
     /// broken chain.
-    HistoryUnreadable { error: String },
+    HistoryUnreadable {
+        error: String,
+    },
     /// Manifests are served but the history is deleted or empty.
-    HistoryMissing { arches: Vec<Arch> },
+    HistoryMissing {
+        arches: Vec<Arch>,
+    },
     /// The newest entry was written before entries recorded what is served.
-    HistoryWithoutState { seq: u64 },
+    HistoryWithoutState {
+        seq: u64,
+    },
     /// This machine saw a longer or different history than the hosting
     /// holds now: history and manifests were rolled back together.
     HistoryRolledBack {
@@ -34,12 +40,26 @@ pub enum Problem {
         head_seq: u64,
     },
     /// An arch serves a signed manifest that no history entry names.
-    ManifestUnknown { arch: Arch, head_seq: u64 },
+    ManifestUnknown {
+        arch: Arch,
+        head_seq: u64,
+    },
     /// The newest entry names a manifest for an arch that serves none.
-    ManifestMissing { arch: Arch, head_seq: u64 },
-    SignatureMissing { arch: Arch },
-    SignatureInvalid { arch: Arch, error: String },
-    ManifestMalformed { arch: Arch, error: String },
+    ManifestMissing {
+        arch: Arch,
+        head_seq: u64,
+    },
+    SignatureMissing {
+        arch: Arch,
+    },
+    SignatureInvalid {
+        arch: Arch,
+        error: String,
+    },
+    ManifestMalformed {
+        arch: Arch,
+        error: String,
+    },
     /// A write was recorded and committed for some arches only (a crash or
     /// a failure between arches): the next write, or `repair`, finishes it.
     Interrupted {
@@ -75,8 +95,14 @@ pub enum Problem {
         missing: Vec<String>,
     },
     /// A listed name that no transfer matches.
-    Unmatched { arch: Arch, file: String },
-    Expired { arch: Arch, at: String },
+    Unmatched {
+        arch: Arch,
+        file: String,
+    },
+    Expired {
+        arch: Arch,
+        at: String,
+    },
     ExpiresSoon {
         arch: Arch,
         at: String,
@@ -125,7 +151,8 @@ impl Problem {
     /// The command that repairs it.
     pub fn fix(&self) -> String {
         use Problem::*;
-        let adopt = "if what is served is right, record it with `sysupdate-publish adopt --confirm`";
+        let adopt =
+            "if what is served is right, record it with `sysupdate-publish adopt --confirm`";
         match self {
             HistoryUnreadable { .. } => format!(
                 "restore ledger.jsonl from a backup; or move it away and, {adopt} (a new history)"
@@ -167,7 +194,9 @@ impl Problem {
 }
 
 fn version_label(v: &Option<Version>) -> String {
-    v.as_ref().map(|v| format!(" (version {v})")).unwrap_or_default()
+    v.as_ref()
+        .map(|v| format!(" (version {v})"))
+        .unwrap_or_default()
 }
 
 fn arch_list(arches: &[Arch]) -> String {

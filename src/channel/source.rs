@@ -33,11 +33,8 @@ pub trait Source: Sync {
     /// Payloads stored for the arch (uploaded, named by a manifest or not).
     fn stored(&self, arch: Arch) -> Result<BTreeMap<String, FileInfo>, SourceError>;
     /// Which of `names` devices can fetch now, with sizes.
-    fn served(
-        &self,
-        arch: Arch,
-        names: &[&str],
-    ) -> Result<BTreeMap<String, FileInfo>, SourceError>;
+    fn served(&self, arch: Arch, names: &[&str])
+        -> Result<BTreeMap<String, FileInfo>, SourceError>;
     /// Hashes a file as devices get it (`served`) or as stored; `None` when absent.
     fn hash(
         &self,

@@ -247,7 +247,10 @@ fn read_arch(
             return Ok(view);
         }
     }
-    let c = transfer::classify(&view.transfers, view.manifest.entries.keys().map(String::as_str));
+    let c = transfer::classify(
+        &view.transfers,
+        view.manifest.entries.keys().map(String::as_str),
+    );
     view.versions = c.versions;
     view.unmatched = c.unmatched;
     let names: Vec<&str> = view.manifest.entries.keys().map(String::as_str).collect();
@@ -308,8 +311,7 @@ fn cross_check(ch: &mut Channel) {
         .collect();
     let Some(head) = ch.history.head() else {
         if !served.is_empty() {
-            ch.problems
-                .push(Problem::HistoryMissing { arches: served });
+            ch.problems.push(Problem::HistoryMissing { arches: served });
         }
         return;
     };
@@ -486,7 +488,10 @@ fn check_published(ch: &mut Channel, opts: &ReadOptions) {
                 at: info.expires.map(rfc3339).unwrap_or_default(),
             }),
             Signature::Valid(info) => {
-                if let Some(e) = info.expires.filter(|e| *e <= opts.now + opts.expiry_warning) {
+                if let Some(e) = info
+                    .expires
+                    .filter(|e| *e <= opts.now + opts.expiry_warning)
+                {
                     problems.push(Problem::ExpiresSoon {
                         arch,
                         at: rfc3339(e),

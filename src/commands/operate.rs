@@ -8,7 +8,7 @@ use crate::arch::Arch;
 use crate::cli::{AdoptArgs, RefreshArgs, RepairArgs, RollbackArgs, UnyankArgs, YankArgs};
 use crate::compress::Settings;
 use crate::config::{parse_lifetime, Config};
-use crate::publisher::{Publisher, Report, RepairRequest};
+use crate::publisher::{Publisher, RepairRequest, Report};
 use crate::signing::SecretKey;
 use crate::version::Version;
 
@@ -168,7 +168,8 @@ pub(super) fn repair(ctx: &Ctx, args: RepairArgs) -> Result<Outcome> {
     if r.dry_run {
         ctx.ui.info("dry run: nothing was changed");
     } else {
-        ctx.ui.info("repaired: the hosting serves the history's newest state");
+        ctx.ui
+            .info("repaired: the hosting serves the history's newest state");
     }
     ctx.emit(&r)?;
     Ok(Outcome::Success)

@@ -6,7 +6,7 @@ use anyhow::Result;
 use super::{human_bytes, load_keys, parse_outputs, publisher, Ctx, Outcome, UsageError};
 use crate::cli::ReleaseArgs;
 use crate::compress::Settings;
-use crate::publisher::{Report, ReleaseRequest};
+use crate::publisher::{ReleaseRequest, Report};
 use crate::ui::Ui;
 
 /// One line per arch: what the release changes there.

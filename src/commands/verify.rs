@@ -129,11 +129,7 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
                 .map(|v| v.version.clone()),
             versions: view.versions.iter().map(|v| v.version.clone()).collect(),
             signer: view.signature.info().map(|i| i.fingerprint.clone()),
-            expires: view
-                .signature
-                .info()
-                .and_then(|i| i.expires)
-                .map(rfc3339),
+            expires: view.signature.info().and_then(|i| i.expires).map(rfc3339),
             payloads_checked: checked,
             ..Default::default()
         };

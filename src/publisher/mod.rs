@@ -65,10 +65,7 @@ pub enum PublishError {
     Anchor(#[from] AnchorError),
     /// A staged payload that could not be read (or changed) when hashed.
     #[error("{arch}: {source}")]
-    Payload {
-        arch: Arch,
-        source: std::io::Error,
-    },
+    Payload { arch: Arch, source: std::io::Error },
     #[error("{arch}: {message}")]
     Sign { arch: Arch, message: String },
     #[error("{what}: {source}")]
@@ -234,7 +231,11 @@ impl<'a> Publisher<'a> {
         let info = self
             .keyring
             .verify(&bytes, &signature, self.now)
-            .map_err(|e| err(format!("the new signature does not verify with the keyring: {e}")))?;
+            .map_err(|e| {
+                err(format!(
+                    "the new signature does not verify with the keyring: {e}"
+                ))
+            })?;
         let want = self.signature_lifetime.map(|l| info.created + l);
         if info.expires.map(secs) != want.map(secs) {
             return Err(err(format!(
@@ -290,11 +291,8 @@ impl<'a> Publisher<'a> {
                 state: state.clone(),
             },
         )?;
-        self.store.put_channel_file(
-            manifest::LEDGER,
-            &bytes,
-            channel.history_bytes.as_deref(),
-        )?;
+        self.store
+            .put_channel_file(manifest::LEDGER, &bytes, channel.history_bytes.as_deref())?;
         fault::point("history appended");
         self.switch(&signed)?;
         if let Some(anchor) = &self.anchor {
@@ -331,11 +329,12 @@ impl<'a> Publisher<'a> {
                 continue;
             };
             let listed: Vec<&str> = record.files.keys().map(String::as_str).collect();
-            let published: Vec<Version> = transfer::classify(&view.transfers, listed.iter().copied())
-                .versions
-                .iter()
-                .map(|v| Version::published(&v.version))
-                .collect();
+            let published: Vec<Version> =
+                transfer::classify(&view.transfers, listed.iter().copied())
+                    .versions
+                    .iter()
+                    .map(|v| Version::published(&v.version))
+                    .collect();
             let retained = plan::retained(history, *arch, &published, self.keep);
             let ours = history.names(*arch);
             for name in self.store.list(*arch)?.into_keys() {
@@ -427,7 +426,13 @@ impl<'a> Publisher<'a> {
     ) -> Result<Report, PublishError> {
         let versions = [version.clone()];
         self.write(key, dry_run, (Action::Yank, &versions), |ch| {
-            Ok(plan::plan_yank(ch, version, arches, reason, self.settings())?)
+            Ok(plan::plan_yank(
+                ch,
+                version,
+                arches,
+                reason,
+                self.settings(),
+            )?)
         })
     }
 
@@ -481,9 +486,7 @@ impl<'a> Publisher<'a> {
             let mut plan = plan::plan_refresh(ch, self.settings());
             if let Some(margin) = if_expiring_within {
                 let due = ch.arches.values().any(|v| match &v.signature {
-                    state::Signature::Valid(i) => {
-                        i.expires.is_some_and(|e| e <= self.now + margin)
-                    }
+                    state::Signature::Valid(i) => i.expires.is_some_and(|e| e <= self.now + margin),
                     state::Signature::Expired(_) => true,
                     _ => false,
                 });
@@ -607,11 +610,8 @@ impl<'a> Publisher<'a> {
                 state,
             },
         )?;
-        self.store.put_channel_file(
-            manifest::LEDGER,
-            &bytes,
-            channel.history_bytes.as_deref(),
-        )?;
+        self.store
+            .put_channel_file(manifest::LEDGER, &bytes, channel.history_bytes.as_deref())?;
         if let Some(anchor) = &self.anchor {
             anchor.forget()?;
             anchor.remember(&history)?;

@@ -131,8 +131,7 @@ impl Publisher<'_> {
                     compressed_from: (n != raw).then_some(raw.as_str()),
                 })
                 .collect();
-            let (version, warnings) =
-                plan::version_of_names(o.arch, &transfers[&o.arch], &checks)?;
+            let (version, warnings) = plan::version_of_names(o.arch, &transfers[&o.arch], &checks)?;
             for w in warnings {
                 self.events
                     .warn(format!("{}: version {version}: {w}", o.arch));
@@ -274,10 +273,15 @@ impl Publisher<'_> {
         let mut forced = BTreeSet::new();
         for (arch, payload) in &fixes {
             self.store.delete(*arch, &payload.name)?;
-            let bar = self.events.bar(payload.size, &format!("{arch} {}", payload.name));
+            let bar = self
+                .events
+                .bar(payload.size, &format!("{arch} {}", payload.name));
             let progress = bar.clone();
-            self.store
-                .put_payload(*arch, &payload.name, &payload.source(std::sync::Arc::new(move |n| progress.inc(n))))?;
+            self.store.put_payload(
+                *arch,
+                &payload.name,
+                &payload.source(std::sync::Arc::new(move |n| progress.inc(n))),
+            )?;
             bar.finish();
             self.events
                 .info(format!("{arch}: uploaded {} again", payload.name));
@@ -336,12 +340,19 @@ impl Publisher<'_> {
                 ))
                 .into());
             };
-            let staged =
-                stage::stage(arch, &o.files, &req.compress, staging, &|_, _| false, self.events)?;
+            let staged = stage::stage(
+                arch,
+                &o.files,
+                &req.compress,
+                staging,
+                &|_, _| false,
+                self.events,
+            )?;
             for (name, sha256) in files {
-                let found = staged
-                    .iter()
-                    .find(|p| p.name == name && p.sha256.get().map(|d| hash::to_hex(&d)) == Some(sha256.clone()));
+                let found = staged.iter().find(|p| {
+                    p.name == name
+                        && p.sha256.get().map(|d| hash::to_hex(&d)) == Some(sha256.clone())
+                });
                 match found {
                     Some(p) => out.push((arch, p.clone())),
                     None => {
