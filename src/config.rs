@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use crate::arch::Arch;
 use crate::compress::Codec;
+pub use crate::nix::Nix;
 use crate::store::{self, StoreLocation, DEFAULT_PARALLEL_UPLOADS};
 
 /// Overrides `[signing] secret-key`, so CI can inject the key from a secret store.
@@ -128,13 +129,6 @@ pub struct Transfers {
     pub level: Option<u32>,
     /// 0 = one per core.
     pub threads: u32,
-}
-
-#[derive(Clone, Debug)]
-pub struct Nix {
-    pub flake: String,
-    pub attribute: String,
-    pub systems: Vec<Arch>,
 }
 
 #[derive(Clone, Debug)]

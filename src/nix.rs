@@ -10,7 +10,6 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::arch::Arch;
-use crate::config::Nix;
 
 #[derive(Debug, Error)]
 pub enum NixError {
@@ -49,6 +48,14 @@ pub fn installable(nix: &Nix, arch: Arch, version: Option<&str>) -> Result<Strin
         attr = attr.replace("{version}", v);
     }
     Ok(format!("{}#{attr}", nix.flake))
+}
+
+/// `[nix]` of the configuration: what to build, for which systems.
+#[derive(Clone, Debug)]
+pub struct Nix {
+    pub flake: String,
+    pub attribute: String,
+    pub systems: Vec<Arch>,
 }
 
 /// Builds the output of every configured system; nix's own progress goes to our stderr.
