@@ -276,6 +276,14 @@ impl<'a> Publisher<'a> {
         let mut signed = Vec::new();
         let mut state: State = channel.head_state().cloned().unwrap_or_default();
         for ap in plan.changed() {
+            if let Some(state::Signature::Expired(_)) =
+                channel.arches.get(&ap.arch).map(|v| &v.signature)
+            {
+                self.events.warn(format!(
+                    "{}: the published signature has expired (devices refuse the manifest); this write re-signs it",
+                    ap.arch
+                ));
+            }
             signed.push(self.sign(key, ap.arch, &ap.after)?);
             state.insert(ap.arch, ArchRecord::new(&ap.after, &ap.sizes));
         }
