@@ -34,6 +34,11 @@ pub struct Remembered {
     pub seq: u64,
     /// SHA-256 of entry `seq`'s JSON.
     pub hash: String,
+    /// Every arch was seen serving that entry's state. Then an arch that
+    /// serves the previous state again was put back by the hosting, not
+    /// left behind by an interrupted write.
+    #[serde(default)]
+    pub complete: bool,
 }
 
 impl Remembered {
@@ -103,12 +108,14 @@ impl Anchor {
         }
     }
 
-    /// Remembers `ledger`'s head (atomically: a crash leaves the old one).
-    pub fn remember(&self, ledger: &Ledger) -> Result<(), AnchorError> {
+    /// Remembers `ledger`'s head (atomically: a crash leaves the old one),
+    /// and whether every arch serves it.
+    pub fn remember(&self, ledger: &Ledger, complete: bool) -> Result<(), AnchorError> {
         let r = Remembered {
             store: self.store.clone(),
             seq: ledger.len(),
             hash: ledger.head_hash(),
+            complete,
         };
         if self.load().ok().flatten().as_ref() == Some(&r) {
             return Ok(());

@@ -191,7 +191,7 @@ pub fn read(source: &dyn Source, opts: &ReadOptions) -> Result<Channel, ReadErro
         problems,
     };
     if !unreadable {
-        cross_check(&mut channel);
+        cross_check(&mut channel, opts.remembered.as_ref());
     }
     check_payloads(source, &mut channel, opts)?;
     check_published(&mut channel, opts);
@@ -301,8 +301,11 @@ fn pending(
         .map(Signature::Pending))
 }
 
-/// Checks the invariant: the head names exactly what every arch serves.
-fn cross_check(ch: &mut Channel) {
+/// Checks the invariant: the head names exactly what every arch serves. An
+/// arch that serves the previous entry's state is an interrupted write, or
+/// (when this machine saw every arch serve the head) an older manifest the
+/// hosting put back.
+fn cross_check(ch: &mut Channel, remembered: Option<&Remembered>) {
     let served: Vec<Arch> = ch
         .arches
         .values()
@@ -362,6 +365,22 @@ fn cross_check(ch: &mut Channel) {
                 },
             },
         });
+    }
+    let seen_complete = remembered
+        .is_some_and(|r| r.complete && r.seq == head.seq && r.hash == ch.history.head_hash());
+    if seen_complete {
+        for arch in pending.drain(..) {
+            let served_seq = match ch.arches[&arch].signature {
+                // The manifest is the head's; only its signature is parked.
+                Signature::Pending(_) => head.seq,
+                _ => prev.map_or(0, |p| p.seq),
+            };
+            problems.push(Problem::ManifestRolledBack {
+                arch,
+                served_seq,
+                head_seq: head.seq,
+            });
+        }
     }
     if !pending.is_empty() {
         ch.problems.push(Problem::Interrupted {

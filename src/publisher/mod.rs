@@ -22,6 +22,8 @@
 
 mod release;
 pub mod report;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -138,7 +140,7 @@ impl<'a> Publisher<'a> {
             now: self.now,
             expiry_warning: self.expiry_warning,
             deep,
-            remembered,
+            remembered: remembered.clone(),
             events: self.events,
         };
         let channel = state::read(&StoreSource(self.store), &opts)?;
@@ -152,7 +154,14 @@ impl<'a> Publisher<'a> {
         });
         if let Some(anchor) = &self.anchor {
             if history_ok && !channel.history.is_empty() {
-                anchor.remember(&channel.history)?;
+                // Once seen complete, a head stays complete: an arch behind
+                // it later was put back, not left behind.
+                let seen = remembered.as_ref().is_some_and(|r| {
+                    r.complete
+                        && r.seq == channel.history.len()
+                        && r.hash == channel.history.head_hash()
+                });
+                anchor.remember(&channel.history, seen || channel.interrupted().is_none())?;
             }
         }
         Ok(channel)
@@ -301,10 +310,13 @@ impl<'a> Publisher<'a> {
         )?;
         self.store
             .put_channel_file(manifest::LEDGER, &bytes, channel.history_bytes.as_deref())?;
+        if let Some(anchor) = &self.anchor {
+            anchor.remember(&history, false)?;
+        }
         fault::point("history appended");
         self.switch(&signed)?;
         if let Some(anchor) = &self.anchor {
-            anchor.remember(&history)?;
+            anchor.remember(&history, true)?;
         }
         for ap in plan.changed() {
             let v: Vec<&str> = ap.versions.iter().map(|v| v.as_str()).collect();
@@ -622,7 +634,7 @@ impl<'a> Publisher<'a> {
             .put_channel_file(manifest::LEDGER, &bytes, channel.history_bytes.as_deref())?;
         if let Some(anchor) = &self.anchor {
             anchor.forget()?;
-            anchor.remember(&history)?;
+            anchor.remember(&history, true)?;
         }
         report.history_seq = Some(history.len());
         Ok(report)
