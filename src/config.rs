@@ -131,6 +131,17 @@ pub struct Transfers {
     pub threads: u32,
 }
 
+impl Transfers {
+    /// How payloads that are not compressed yet get compressed.
+    pub fn compress_settings(&self) -> crate::compress::Settings {
+        crate::compress::Settings {
+            codec: self.compress,
+            level: self.level.unwrap_or_else(|| self.compress.default_level()),
+            threads: self.threads,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub file: PathBuf,

@@ -72,12 +72,12 @@ pub struct ArchPlan {
 }
 
 impl ArchPlan {
-    fn unchanged(view: Option<&ArchView>, arch: Arch) -> ArchPlan {
-        let before = view.map(|v| v.manifest.clone()).unwrap_or_default();
+    /// An arch that keeps serving `manifest`.
+    pub fn of(arch: Arch, manifest: &Manifest) -> ArchPlan {
         ArchPlan {
             arch,
-            after: before.clone(),
-            before,
+            before: manifest.clone(),
+            after: manifest.clone(),
             added: vec![],
             kept: vec![],
             dropped: vec![],
@@ -86,7 +86,14 @@ impl ArchPlan {
             uploads: vec![],
             reused: vec![],
             sizes: BTreeMap::new(),
+            versions: vec![],
+        }
+    }
+
+    fn unchanged(view: Option<&ArchView>, arch: Arch) -> ArchPlan {
+        ArchPlan {
             versions: view.map(|v| v.versions()).unwrap_or_default(),
+            ..ArchPlan::of(arch, &view.map(|v| v.manifest.clone()).unwrap_or_default())
         }
     }
 
@@ -144,6 +151,17 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan that does not touch any arch yet.
+    pub fn new(action: Action, versions: Vec<Version>, reason: Option<String>) -> Plan {
+        Plan {
+            action,
+            versions,
+            reason,
+            arches: vec![],
+            files: Files::new(),
+        }
+    }
+
     /// Whether committing it changes anything. A refresh re-signs, so it
     /// always does; anything else that lists the same payloads writes nothing.
     pub fn changes(&self) -> bool {
@@ -354,13 +372,7 @@ pub fn plan_release(
             "pass --unyank to publish it again",
         )?;
     }
-    let mut plan = Plan {
-        action: Action::Publish,
-        versions: vec![version.clone()],
-        reason: None,
-        arches: vec![],
-        files: Files::new(),
-    };
+    let mut plan = Plan::new(Action::Publish, vec![version.clone()], None);
     for input in inputs {
         let ap = plan_release_arch(store, channel, input, &version, opts)?;
         let files = plan
@@ -590,13 +602,11 @@ pub fn plan_yank(
     reason: &str,
     settings: Settings,
 ) -> Result<Plan, Refusal> {
-    let mut plan = Plan {
-        action: Action::Yank,
-        versions: vec![version.clone()],
-        reason: Some(reason.to_string()),
-        arches: vec![],
-        files: Files::new(),
-    };
+    let mut plan = Plan::new(
+        Action::Yank,
+        vec![version.clone()],
+        Some(reason.to_string()),
+    );
     for a in arches {
         if !channel.arches.contains_key(a) {
             return Err(Refusal::NoSuchArch(a.to_string()));
@@ -715,17 +725,9 @@ pub fn plan_unyank(
                 .entries()
                 .any(|e| e.action == Action::Unyank && e.versions.contains(version))
         {
-            let mut arches = every_arch(channel, settings);
-            for ap in &mut arches {
-                finish(ap, &channel.arches[&ap.arch]);
-            }
-            return Ok(Plan {
-                action: Action::Unyank,
-                versions: vec![version.clone()],
-                reason,
-                arches,
-                files: Files::new(),
-            });
+            let mut plan = Plan::new(Action::Unyank, vec![version.clone()], reason);
+            plan.arches = unchanged_arches(channel, settings);
+            return Ok(plan);
         }
         return Err(Refusal::NotWithdrawn(version.clone()).into());
     }
@@ -733,13 +735,7 @@ pub fn plan_unyank(
     if recorded.is_empty() {
         return Err(Refusal::NoRecord(version.clone()).into());
     }
-    let mut plan = Plan {
-        action: Action::Unyank,
-        versions: vec![version.clone()],
-        reason,
-        arches: vec![],
-        files: Files::new(),
-    };
+    let mut plan = Plan::new(Action::Unyank, vec![version.clone()], reason);
     for mut ap in every_arch(channel, settings) {
         let view = &channel.arches[&ap.arch];
         if let (Some(files), None) = (recorded.get(&ap.arch), view.set(version)) {
@@ -767,13 +763,7 @@ pub fn plan_rollback(
         &format!("bring it back with `sysupdate-publish unyank {version}` first, or roll back to a version that is published"),
     )?;
     let recorded = channel.history.files_of(version);
-    let mut plan = Plan {
-        action: Action::Rollback,
-        versions: vec![version.clone()],
-        reason,
-        arches: vec![],
-        files: Files::new(),
-    };
+    let mut plan = Plan::new(Action::Rollback, vec![version.clone()], reason);
     let mut withdrawn = BTreeSet::new();
     for mut ap in every_arch(channel, settings) {
         let view = &channel.arches[&ap.arch];
@@ -810,19 +800,20 @@ pub fn plan_rollback(
     Ok(plan)
 }
 
-/// Re-signs every manifest unchanged, with a fresh lifetime and BEST-BEFORE.
-pub fn plan_refresh(channel: &Channel, settings: Settings) -> Plan {
+/// Every published arch as it is, re-signed with `settings`.
+fn unchanged_arches(channel: &Channel, settings: Settings) -> Vec<ArchPlan> {
     let mut arches = every_arch(channel, settings);
     for ap in &mut arches {
         finish(ap, &channel.arches[&ap.arch]);
     }
-    Plan {
-        action: Action::Refresh,
-        versions: vec![],
-        reason: None,
-        arches,
-        files: Files::new(),
-    }
+    arches
+}
+
+/// Re-signs every manifest unchanged, with a fresh lifetime and BEST-BEFORE.
+pub fn plan_refresh(channel: &Channel, settings: Settings) -> Plan {
+    let mut plan = Plan::new(Action::Refresh, vec![], None);
+    plan.arches = unchanged_arches(channel, settings);
+    plan
 }
 
 /// Payloads of withdrawn versions kept on the hosting (so `unyank` needs no

@@ -6,7 +6,6 @@ use anyhow::Result;
 use super::{load_keys, parse_outputs, publisher, Ctx, Outcome, UsageError};
 use crate::arch::Arch;
 use crate::cli::{AdoptArgs, RefreshArgs, RepairArgs, RollbackArgs, UnyankArgs, YankArgs};
-use crate::compress::Settings;
 use crate::config::{parse_lifetime, Config};
 use crate::publisher::{Publisher, RepairRequest, Report};
 use crate::signing::SecretKey;
@@ -144,14 +143,7 @@ pub(super) fn refresh(ctx: &Ctx, args: RefreshArgs) -> Result<Outcome> {
 pub(super) fn repair(ctx: &Ctx, args: RepairArgs) -> Result<Outcome> {
     let outputs = parse_outputs(&args.outputs)?;
     let r = with_publisher(ctx, |p, key, config| {
-        let compress = Settings {
-            codec: config.transfers.compress,
-            level: config
-                .transfers
-                .level
-                .unwrap_or_else(|| config.transfers.compress.default_level()),
-            threads: config.transfers.threads,
-        };
+        let compress = config.transfers.compress_settings();
         let req = RepairRequest {
             outputs,
             dry_run: args.dry_run,

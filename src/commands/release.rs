@@ -5,7 +5,6 @@ use anyhow::Result;
 
 use super::{human_bytes, load_keys, parse_outputs, publisher, Ctx, Outcome, UsageError};
 use crate::cli::ReleaseArgs;
-use crate::compress::Settings;
 use crate::publisher::{ReleaseRequest, Report};
 use crate::ui::Ui;
 
@@ -55,14 +54,7 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
     let (key, keyring) = load_keys(&config, ui)?;
     let store = config.channel.open_store();
     let publisher = publisher(ctx, &config, store.as_ref(), &keyring)?;
-    let compress = Settings {
-        codec: config.transfers.compress,
-        level: config
-            .transfers
-            .level
-            .unwrap_or_else(|| config.transfers.compress.default_level()),
-        threads: config.transfers.threads,
-    };
+    let compress = config.transfers.compress_settings();
     let outputs = if args.outputs.is_empty() {
         let nix = config.nix.as_ref().ok_or_else(|| {
             UsageError(format!(

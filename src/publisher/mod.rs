@@ -402,17 +402,8 @@ impl<'a> Publisher<'a> {
                 .is_some_and(|h| h.action == intent.0 && same_versions(&h.versions, intent.1));
         let plan = make(&channel);
         if rerun && plan.as_ref().map_or(true, Plan::changes) {
-            let mut report = Report::new(
-                &Plan {
-                    action: intent.0,
-                    versions: intent.1.to_vec(),
-                    reason: None,
-                    arches: vec![],
-                    files: Default::default(),
-                },
-                self.store.describe(),
-                false,
-            );
+            let plan = Plan::new(intent.0, intent.1.to_vec(), None);
+            let mut report = Report::new(&plan, self.store.describe(), false);
             report.already_published = true;
             report.finished_interrupted = finished;
             return Ok(report);
@@ -596,18 +587,13 @@ impl<'a> Publisher<'a> {
             state.insert(view.arch, record);
             let mut p = plan::ArchPlan {
                 versions: view.versions(),
-                ..empty_arch_plan(view.arch, &view.manifest)
+                ..plan::ArchPlan::of(view.arch, &view.manifest)
             };
             p.kept = p.versions.clone();
             arches.push(p);
         }
-        let plan = Plan {
-            action: Action::Adopt,
-            versions: vec![],
-            reason,
-            arches,
-            files: Default::default(),
-        };
+        let mut plan = Plan::new(Action::Adopt, vec![], reason);
+        plan.arches = arches;
         let mut report = Report::new(&plan, self.store.describe(), dry_run);
         let consistent = channel.head_state() == Some(&state)
             && !channel
@@ -638,23 +624,6 @@ impl<'a> Publisher<'a> {
         }
         report.history_seq = Some(history.len());
         Ok(report)
-    }
-}
-
-fn empty_arch_plan(arch: Arch, m: &Manifest) -> plan::ArchPlan {
-    plan::ArchPlan {
-        arch,
-        before: m.clone(),
-        after: m.clone(),
-        added: vec![],
-        kept: vec![],
-        dropped: vec![],
-        removed: vec![],
-        restored: vec![],
-        uploads: vec![],
-        reused: vec![],
-        sizes: BTreeMap::new(),
-        versions: vec![],
     }
 }
 

@@ -246,17 +246,8 @@ impl Publisher<'_> {
         let Some(head) = channel.history.head() else {
             return Err(Refusal::NothingPublished(self.store.describe()).into());
         };
-        let mut report = Report::new(
-            &Plan {
-                action: Action::Publish,
-                versions: vec![],
-                reason: None,
-                arches: vec![],
-                files: Default::default(),
-            },
-            self.store.describe(),
-            req.dry_run,
-        );
+        let plan = Plan::new(Action::Publish, vec![], None);
+        let mut report = Report::new(&plan, self.store.describe(), req.dry_run);
         report.action = head.action;
         let staging = tempfile::tempdir().map_err(|source| PublishError::Io {
             what: "creating a staging directory".into(),
