@@ -39,10 +39,13 @@ pub enum StageError {
     Nested { arch: Arch, path: PathBuf },
     #[error("{arch}: {path} is not a regular file (device, socket, fifo or dangling link)")]
     NotRegular { arch: Arch, path: PathBuf },
-    #[error("{arch}: {path} is a symlink to {target}, outside the build output and /nix/store; refusing to publish a file from elsewhere on this machine (copy it into the output if it belongs there)")]
+    #[error("{arch}: {path} is a symlink to {}, outside the build output and /nix/store; refusing to publish a file from elsewhere on this machine (copy it into the output if it belongs there)", via(.link, .target))]
     ForeignLink {
         arch: Arch,
         path: PathBuf,
+        /// What the link says: the first hop of a chain.
+        link: PathBuf,
+        /// Where it ends.
         target: PathBuf,
     },
     #[error("{arch}: build output {path} is not a directory; --output takes SYSTEM=DIRECTORY")]
@@ -59,6 +62,16 @@ pub enum StageError {
         path: PathBuf,
         message: String,
     },
+}
+
+/// Where a link leads: what it says and, when that is another hop (a
+/// chain, or a relative target), where it ends.
+fn via(link: &Path, target: &Path) -> String {
+    if link == target {
+        target.display().to_string()
+    } else {
+        format!("{}, which resolves to {}", link.display(), target.display())
+    }
 }
 
 /// One payload as it will be published.
@@ -187,6 +200,7 @@ pub fn scan(arch: Arch, dir: &Path) -> Result<Vec<InputFile>, StageError> {
             return Err(StageError::ForeignLink {
                 arch,
                 path: path.to_path_buf(),
+                link: fs::read_link(path).map_err(|e| io(path, e))?,
                 target: real,
             });
         }

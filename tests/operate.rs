@@ -2,8 +2,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 
@@ -24,38 +23,6 @@ impl Publish for TestChannel {
     fn published(&self, arch: &str) -> String {
         self.manifest(arch)
     }
-}
-
-/// `--output` arguments for a version made up here: xz payloads per arch.
-fn fake_outputs(dir: &Path, version: &str) -> Vec<String> {
-    let mut args = Vec::new();
-    for s in SYSTEMS {
-        let out = dir.join("outputs").join(s).join(version);
-        if !out.exists() {
-            std::fs::create_dir_all(&out).unwrap();
-            for (name, size) in [
-                (format!("appliance_{version}.efi"), 3000),
-                (format!("store_{version}.img"), 9000),
-            ] {
-                let raw = out.join(&name);
-                let content: Vec<u8> = format!("{s} {name} IMAGE_VERSION={version}\n")
-                    .bytes()
-                    .cycle()
-                    .take(size)
-                    .collect();
-                std::fs::write(&raw, content).unwrap();
-                assert!(Command::new("xz")
-                    .arg("-q")
-                    .arg(&raw)
-                    .status()
-                    .unwrap()
-                    .success());
-            }
-        }
-        args.push("--output".to_string());
-        args.push(format!("{s}={}", out.display()));
-    }
-    args
 }
 
 #[test]

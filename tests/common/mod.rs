@@ -186,6 +186,48 @@ pub fn output_args(version: &str) -> Vec<String> {
         .collect()
 }
 
+/// The build output of a version made up here for one nix system: xz
+/// payloads, distinct per system and version, created under
+/// `dir/outputs` on first use.
+pub fn fake_output(dir: &Path, system: &str, version: &str) -> PathBuf {
+    let out = dir.join("outputs").join(system).join(version);
+    if !out.exists() {
+        std::fs::create_dir_all(&out).unwrap();
+        for (name, size) in [
+            (format!("appliance_{version}.efi"), 3000),
+            (format!("store_{version}.img"), 9000),
+        ] {
+            let raw = out.join(&name);
+            let content: Vec<u8> = format!("{system} {name} IMAGE_VERSION={version}\n")
+                .bytes()
+                .cycle()
+                .take(size)
+                .collect();
+            std::fs::write(&raw, content).unwrap();
+            assert!(Command::new("xz")
+                .arg("-q")
+                .arg(&raw)
+                .status()
+                .unwrap()
+                .success());
+        }
+    }
+    out
+}
+
+/// `--output` arguments for a version made up here, for every example system.
+pub fn fake_outputs(dir: &Path, version: &str) -> Vec<String> {
+    SYSTEMS
+        .iter()
+        .flat_map(|s| {
+            [
+                "--output".to_string(),
+                format!("{s}={}", fake_output(dir, s, version).display()),
+            ]
+        })
+        .collect()
+}
+
 /// A directory-store channel in a temp dir with its own key and a config
 /// using the example's transfer files.
 pub struct TestChannel {
