@@ -117,6 +117,13 @@ pub type Defer<'a> = &'a (dyn Fn(Arch, &str) -> bool + Sync);
 /// Where nix outputs' links may point: its files are immutable build results.
 const NIX_STORE: &str = "/nix/store/";
 
+/// Whether a resolved path lies in the nix store, also where `/nix` is
+/// itself a link (e.g. to `/home/nix`).
+fn in_nix_store(real: &Path) -> bool {
+    real.starts_with(NIX_STORE)
+        || fs::canonicalize(NIX_STORE).is_ok_and(|store| real.starts_with(store))
+}
+
 /// A regular file of the output directory, links resolved.
 #[derive(Clone, Debug)]
 pub struct InputFile {
@@ -196,7 +203,7 @@ pub fn scan(arch: Arch, dir: &Path) -> Result<Vec<InputFile>, StageError> {
             });
         }
         let real = fs::canonicalize(path).map_err(|e| io(path, e))?;
-        if entry.path_is_symlink() && !real.starts_with(NIX_STORE) && !real.starts_with(&root) {
+        if entry.path_is_symlink() && !in_nix_store(&real) && !real.starts_with(&root) {
             return Err(StageError::ForeignLink {
                 arch,
                 path: path.to_path_buf(),

@@ -79,6 +79,12 @@ impl Publisher<'_> {
                     source,
                 })
             })?;
+            if seen.iter().any(|(a, _)| a == arch) {
+                return Err(Refusal::Other(format!(
+                    "{arch}: two build outputs given; give one per architecture"
+                ))
+                .into());
+            }
             if let Some((first, _)) = seen.iter().find(|(_, p)| *p == real) {
                 return Err(Refusal::SameOutput {
                     first: *first,
