@@ -1,7 +1,9 @@
 //! The history head this machine last wrote or saw, per channel, kept
 //! outside the hosting (like TUF's trusted timestamp). A hosting that puts
 //! back older manifests *and* the matching older history passes every
-//! signature check; only a record kept elsewhere tells it happened.
+//! signature check; only a record kept elsewhere tells it happened. A head
+//! is remembered once every arch serves it, so it also tells an older
+//! manifest put back from a write interrupted before switching that arch.
 //!
 //! One small JSON file per channel in `$SYSUPDATE_PUBLISH_STATE_DIR`, else
 //! `$XDG_STATE_HOME/sysupdate-publish`, else `~/.local/state/sysupdate-publish`.

@@ -148,6 +148,19 @@ impl Channel {
         self.head_state().and_then(|s| s.get(&arch))
     }
 
+    /// Whether every arch serves the head's manifest, none through a
+    /// parked pending signature: the head's write is finished.
+    pub fn serves_head(&self) -> bool {
+        self.head_state().is_some_and(|state| {
+            state.iter().all(|(arch, r)| {
+                self.arches.get(arch).is_some_and(|v| {
+                    v.manifest_sha256.as_deref() == Some(r.manifest.as_str())
+                        && !matches!(v.signature, Signature::Pending(_))
+                })
+            })
+        })
+    }
+
     /// Whether nothing was ever published here.
     pub fn is_empty(&self) -> bool {
         self.history.is_empty() && self.arches.values().all(|a| a.manifest_sha256.is_none())
@@ -191,7 +204,12 @@ pub fn read(source: &dyn Source, opts: &ReadOptions) -> Result<Channel, ReadErro
         problems,
     };
     if !unreadable {
-        cross_check(&mut channel);
+        // This machine saw the head served on every arch: an arch serving
+        // the previous entry's manifest was put back, not left behind.
+        let seen_served = opts.remembered.as_ref().is_some_and(|r| {
+            r.seq == channel.history.len() && r.hash == channel.history.head_hash()
+        });
+        cross_check(&mut channel, seen_served);
     }
     check_payloads(source, &mut channel, opts)?;
     check_published(&mut channel, opts);
@@ -302,7 +320,9 @@ fn pending(
 }
 
 /// Checks the invariant: the head names exactly what every arch serves.
-fn cross_check(ch: &mut Channel) {
+/// An arch still serving the previous entry's manifest is an interrupted
+/// write, unless `seen_served` (then the hosting put it back).
+fn cross_check(ch: &mut Channel, seen_served: bool) {
     let served: Vec<Arch> = ch
         .arches
         .values()
@@ -341,7 +361,7 @@ fn cross_check(ch: &mut Channel) {
             }
             continue;
         }
-        if want.is_some() && changed_by_head && served == prev_of(arch) {
+        if want.is_some() && changed_by_head && served == prev_of(arch) && !seen_served {
             pending.push(arch);
             continue;
         }

@@ -126,7 +126,8 @@ impl<'a> Publisher<'a> {
     }
 
     /// Reads, verifies and cross-checks the whole channel, and remembers
-    /// its history head when the history holds up.
+    /// its history head when the history holds up and every arch serves it
+    /// (so a remembered head's write is known to be finished).
     pub fn read(&self, deep: bool) -> Result<Channel, PublishError> {
         let remembered = match &self.anchor {
             Some(a) => a.load()?,
@@ -151,7 +152,7 @@ impl<'a> Publisher<'a> {
             )
         });
         if let Some(anchor) = &self.anchor {
-            if history_ok && !channel.history.is_empty() {
+            if history_ok && channel.serves_head() {
                 anchor.remember(&channel.history)?;
             }
         }
