@@ -166,8 +166,12 @@ impl Problem {
             HistoryRolledBack { .. } => format!(
                 "restore the newer ledger.jsonl and manifests from a backup; or, {adopt} (this also forgets the history this machine remembers)"
             ),
+            // Signed with our key but named by no entry: the history may
+            // have lost the entry that published it.
+            ManifestUnknown { head_seq, .. } => format!(
+                "{adopt} (the history lost the entry that published it); otherwise run `sysupdate-publish repair` to serve history entry #{head_seq}'s state again"
+            ),
             ManifestRolledBack { .. }
-            | ManifestUnknown { .. }
             | ManifestMissing { .. }
             | SignatureMissing { .. }
             | SignatureInvalid { .. }
