@@ -148,6 +148,17 @@ impl Problem {
         }
     }
 
+    /// The arch and file of a payload whose bytes are not what the history
+    /// recorded (missing, another size, another hash).
+    pub fn payload_file(&self) -> Option<(Arch, &str)> {
+        match self {
+            Problem::PayloadMissing { arch, file, .. }
+            | Problem::PayloadSize { arch, file, .. }
+            | Problem::PayloadHash { arch, file, .. } => Some((*arch, file)),
+            _ => None,
+        }
+    }
+
     /// The command that repairs it.
     pub fn fix(&self) -> String {
         use Problem::*;

@@ -270,7 +270,14 @@ impl Publisher<'_> {
         if req.dry_run || !repairable {
             return Ok(report);
         }
-        let mut forced = BTreeSet::new();
+        // Every arch with a payload problem is committed again, also where
+        // the stored copy is right and nothing is uploaded: that is what
+        // serves it again (a directory store's generation links).
+        let mut forced: BTreeSet<Arch> = channel
+            .problems
+            .iter()
+            .filter_map(|p| p.payload_file().map(|(arch, _)| arch))
+            .collect();
         for (arch, payload) in &fixes {
             self.store.delete(*arch, &payload.name)?;
             let bar = self
@@ -308,11 +315,8 @@ impl Publisher<'_> {
     ) -> Result<Vec<(Arch, Payload)>, PublishError> {
         let mut bad: BTreeMap<Arch, Vec<(String, String)>> = BTreeMap::new();
         for p in &channel.problems {
-            let (arch, file) = match p {
-                Problem::PayloadMissing { arch, file, .. }
-                | Problem::PayloadSize { arch, file, .. }
-                | Problem::PayloadHash { arch, file, .. } => (*arch, file),
-                _ => continue,
+            let Some((arch, file)) = p.payload_file() else {
+                continue;
             };
             let Some(rec) = channel.record(arch).and_then(|r| r.files.get(file)) else {
                 continue;
@@ -325,7 +329,7 @@ impl Publisher<'_> {
             }
             bad.entry(arch)
                 .or_default()
-                .push((file.clone(), rec.sha256.clone()));
+                .push((file.to_string(), rec.sha256.clone()));
         }
         let mut out = Vec::new();
         if bad.is_empty() {
