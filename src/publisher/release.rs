@@ -214,15 +214,17 @@ impl Publisher<'_> {
     /// interrupted write, puts back manifests the hosting replaced or lost
     /// (re-signed now), and uploads again payloads whose bytes are missing
     /// or changed, taken from the given build outputs (only files that hash
-    /// to what the history recorded). Writes no history: the head already
-    /// names this state.
+    /// to what the history recorded). Given build outputs, it hashes every
+    /// published payload (as `status --deep`): bytes changed at the same
+    /// size show no other way. Writes no history: the head already names
+    /// this state.
     pub fn repair(&self, key: &SecretKey, req: &RepairRequest) -> Result<Report, PublishError> {
         let _lock = if req.dry_run {
             None
         } else {
             Some(self.store.lock()?)
         };
-        let channel = self.read(false)?;
+        let channel = self.read(!req.outputs.is_empty())?;
         let history: Vec<&Problem> = channel
             .problems
             .iter()
@@ -322,9 +324,15 @@ impl Publisher<'_> {
                 continue;
             };
             // The stored copy may still be right (a directory store whose
-            // served link was replaced): then re-committing is enough.
-            let stored = self.store.payload_hash(arch, file, &mut |_| {})?;
-            if stored.is_some_and(|(d, _)| hash::to_hex(&d) == rec.sha256) {
+            // served link was replaced): then re-committing is enough. Not
+            // for bytes found to hash otherwise: the stored hash may be what
+            // the upload recorded (S3 metadata), which stays when the bytes
+            // are replaced.
+            let stored = match p {
+                Problem::PayloadHash { .. } => None,
+                _ => self.store.payload_hash(arch, file, &mut |_| {})?,
+            };
+            if stored.is_some_and(|(d, size)| hash::to_hex(&d) == rec.sha256 && size == rec.size) {
                 continue;
             }
             bad.entry(arch)
