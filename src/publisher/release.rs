@@ -344,14 +344,24 @@ impl Publisher<'_> {
             return Ok(out);
         }
         let outputs = self.scan(&req.outputs, req.compress.codec)?;
-        for (arch, files) in bad {
-            let Some(o) = outputs.iter().find(|o| o.arch == arch) else {
-                return Err(Refusal::Other(format!(
+        let lacking: Vec<String> = bad
+            .iter()
+            .filter(|(arch, _)| !outputs.iter().any(|o| o.arch == **arch))
+            .map(|(arch, files)| {
+                format!(
                     "{arch}: {} must be uploaded again: pass the build output of that version with `--output {arch}=PATH`",
                     files.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
-                ))
-                .into());
-            };
+                )
+            })
+            .collect();
+        if !lacking.is_empty() {
+            return Err(Refusal::Other(lacking.join("\n")).into());
+        }
+        for (arch, files) in bad {
+            let o = outputs
+                .iter()
+                .find(|o| o.arch == arch)
+                .expect("every arch has an output");
             let staged = stage::stage(
                 arch,
                 &o.files,
