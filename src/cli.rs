@@ -82,7 +82,9 @@ pub enum Command {
     /// Finishes an interrupted write, puts back manifests the hosting replaced
     /// or lost (re-signed now) and, with --output, uploads again payloads whose
     /// bytes are missing or changed (only files that hash to what the history
-    /// recorded). Writes no history entry: the history already names this state.
+    /// recorded; with --output every published payload is hashed, as by
+    /// `status --deep`). Writes no history entry: the history already names
+    /// this state.
     Repair(RepairArgs),
 
     /// Record what the hosting serves now as the channel's history

@@ -17,7 +17,7 @@ use thiserror::Error;
 use crate::arch::Arch;
 use crate::hash::{self, Digest};
 use crate::manifest::{self, Date, Manifest};
-use crate::signing::{Keyring, SecretKey, SignOptions, SigningError};
+use crate::signing::{Keyring, SignOptions, Signer, SigningError};
 use crate::version::Version;
 
 /// version → arch → payload name → sha256 (hex).
@@ -257,7 +257,7 @@ impl Ledger {
     /// Appends a signed entry; returns the new file content to store.
     pub fn append(
         &mut self,
-        key: &SecretKey,
+        key: &dyn Signer,
         now: SystemTime,
         draft: Draft,
     ) -> Result<Vec<u8>, LedgerError> {
@@ -377,6 +377,7 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signing::SecretKey;
 
     fn v(s: &str) -> Version {
         Version::parse(s).unwrap()

@@ -137,6 +137,26 @@ impl Default for SignOptions {
     }
 }
 
+/// What makes the detached signatures of manifests and history entries:
+/// a key file, and later an agent, a command or a token. Whatever it is,
+/// the publisher verifies each signature with the keyring before using it.
+pub trait Signer: Send + Sync {
+    /// The primary key's fingerprint (upper-case hex), as keyrings list it.
+    fn fingerprint(&self) -> String;
+    /// A binary detached OpenPGP signature over `data`.
+    fn sign(&self, data: &[u8], opts: SignOptions) -> Result<Vec<u8>, SigningError>;
+}
+
+impl Signer for SecretKey {
+    fn fingerprint(&self) -> String {
+        SecretKey::fingerprint(self)
+    }
+
+    fn sign(&self, data: &[u8], opts: SignOptions) -> Result<Vec<u8>, SigningError> {
+        SecretKey::sign(self, data, opts)
+    }
+}
+
 /// An unlocked signing key. The pgp crate zeroizes its secret parameters on drop.
 pub struct SecretKey {
     key: SignedSecretKey,

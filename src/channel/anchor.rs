@@ -1,7 +1,10 @@
 //! The history head this machine last wrote or saw, per channel, kept
 //! outside the hosting (like TUF's trusted timestamp). A hosting that puts
 //! back older manifests *and* the matching older history passes every
-//! signature check; only a record kept elsewhere tells it happened.
+//! signature check; only a record kept elsewhere tells it happened. The
+//! record also says whether every arch was seen serving the head: then an
+//! arch serving the previous state again was put back by the hosting, not
+//! left behind by a write interrupted before switching it.
 //!
 //! One small JSON file per channel in `$SYSUPDATE_PUBLISH_STATE_DIR`, else
 //! `$XDG_STATE_HOME/sysupdate-publish`, else `~/.local/state/sysupdate-publish`.

@@ -148,6 +148,17 @@ impl Problem {
         }
     }
 
+    /// The arch and file of a payload whose bytes are not what the history
+    /// recorded (missing, another size, another hash).
+    pub fn payload_file(&self) -> Option<(Arch, &str)> {
+        match self {
+            Problem::PayloadMissing { arch, file, .. }
+            | Problem::PayloadSize { arch, file, .. }
+            | Problem::PayloadHash { arch, file, .. } => Some((*arch, file)),
+            _ => None,
+        }
+    }
+
     /// The command that repairs it.
     pub fn fix(&self) -> String {
         use Problem::*;
@@ -166,8 +177,12 @@ impl Problem {
             HistoryRolledBack { .. } => format!(
                 "restore the newer ledger.jsonl and manifests from a backup; or, {adopt} (this also forgets the history this machine remembers)"
             ),
+            // Signed with our key but named by no entry: the history may
+            // have lost the entry that published it.
+            ManifestUnknown { head_seq, .. } => format!(
+                "{adopt} (the history lost the entry that published it); otherwise run `sysupdate-publish repair` to serve history entry #{head_seq}'s state again"
+            ),
             ManifestRolledBack { .. }
-            | ManifestUnknown { .. }
             | ManifestMissing { .. }
             | SignatureMissing { .. }
             | SignatureInvalid { .. }

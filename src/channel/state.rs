@@ -148,6 +148,19 @@ impl Channel {
         self.head_state().and_then(|s| s.get(&arch))
     }
 
+    /// Whether every arch serves the head's manifest, none through a
+    /// parked pending signature: the head's write is finished.
+    pub fn serves_head(&self) -> bool {
+        self.head_state().is_some_and(|state| {
+            state.iter().all(|(arch, r)| {
+                self.arches.get(arch).is_some_and(|v| {
+                    v.manifest_sha256.as_deref() == Some(r.manifest.as_str())
+                        && !matches!(v.signature, Signature::Pending(_))
+                })
+            })
+        })
+    }
+
     /// Whether nothing was ever published here.
     pub fn is_empty(&self) -> bool {
         self.history.is_empty() && self.arches.values().all(|a| a.manifest_sha256.is_none())
@@ -370,15 +383,23 @@ fn cross_check(ch: &mut Channel, remembered: Option<&Remembered>) {
         .is_some_and(|r| r.complete && r.seq == head.seq && r.hash == ch.history.head_hash());
     if seen_complete {
         for arch in pending.drain(..) {
-            let served_seq = match ch.arches[&arch].signature {
+            let view = &ch.arches[&arch];
+            problems.push(match (&view.signature, &view.manifest_sha256, prev) {
+                (_, None, _) => Problem::ManifestMissing {
+                    arch,
+                    head_seq: head.seq,
+                },
                 // The manifest is the head's; only its signature is parked.
-                Signature::Pending(_) => head.seq,
-                _ => prev.map_or(0, |p| p.seq),
-            };
-            problems.push(Problem::ManifestRolledBack {
-                arch,
-                served_seq,
-                head_seq: head.seq,
+                (Signature::Pending(_), _, _) | (_, _, None) => Problem::ManifestRolledBack {
+                    arch,
+                    served_seq: head.seq,
+                    head_seq: head.seq,
+                },
+                (_, Some(_), Some(p)) => Problem::ManifestRolledBack {
+                    arch,
+                    served_seq: p.seq,
+                    head_seq: head.seq,
+                },
             });
         }
     }

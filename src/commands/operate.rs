@@ -8,7 +8,7 @@ use crate::arch::Arch;
 use crate::cli::{AdoptArgs, RefreshArgs, RepairArgs, RollbackArgs, UnyankArgs, YankArgs};
 use crate::config::{parse_lifetime, Config};
 use crate::publisher::{Publisher, RepairRequest, Report};
-use crate::signing::SecretKey;
+use crate::signing::Signer;
 use crate::version::Version;
 
 /// What devices do after versions are withdrawn (printed by yank and rollback).
@@ -22,7 +22,7 @@ What devices do now:
 /// Runs `f` with the configured channel's publisher and signing key.
 fn with_publisher(
     ctx: &Ctx,
-    f: impl FnOnce(&Publisher, &SecretKey, &Config) -> Result<Report>,
+    f: impl FnOnce(&Publisher, &dyn Signer, &Config) -> Result<Report>,
 ) -> Result<Report> {
     let config = ctx.config()?;
     let (key, keyring) = load_keys(&config, &ctx.ui)?;

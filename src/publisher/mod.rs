@@ -45,7 +45,7 @@ use crate::fault;
 use crate::ledger::{Action, ArchRecord, Draft, Ledger, LedgerError, State};
 use crate::manifest::{self, Date, Manifest};
 use crate::progress::Events;
-use crate::signing::{Keyring, SecretKey, SignOptions};
+use crate::signing::{Keyring, SignOptions, Signer};
 use crate::stage::{Payload, StageError};
 use crate::store::{Store, StoreError};
 use crate::transfer;
@@ -128,7 +128,8 @@ impl<'a> Publisher<'a> {
     }
 
     /// Reads, verifies and cross-checks the whole channel, and remembers
-    /// its history head when the history holds up.
+    /// its history head when the history holds up and every arch serves it
+    /// (so a remembered head's write is known to be finished).
     pub fn read(&self, deep: bool) -> Result<Channel, PublishError> {
         let remembered = match &self.anchor {
             Some(a) => a.load()?,
@@ -161,7 +162,7 @@ impl<'a> Publisher<'a> {
                         && r.seq == channel.history.len()
                         && r.hash == channel.history.head_hash()
                 });
-                anchor.remember(&channel.history, seen || channel.interrupted().is_none())?;
+                anchor.remember(&channel.history, seen || channel.serves_head())?;
             }
         }
         Ok(channel)
@@ -169,7 +170,7 @@ impl<'a> Publisher<'a> {
 
     /// The verified channel a write may build on (under the lock): blocking
     /// problems refuse; an interrupted write is finished first.
-    fn read_for_write(&self, key: &SecretKey) -> Result<(Channel, Option<u64>), PublishError> {
+    fn read_for_write(&self, key: &dyn Signer) -> Result<(Channel, Option<u64>), PublishError> {
         let channel = self.read(false)?;
         refuse_blocking(&channel)?;
         let Some(Problem::Interrupted { seq, .. }) = channel.interrupted().cloned() else {
@@ -196,7 +197,7 @@ impl<'a> Publisher<'a> {
     /// cleans up.
     fn roll_forward_forced(
         &self,
-        key: &SecretKey,
+        key: &dyn Signer,
         channel: &Channel,
         forced: &std::collections::BTreeSet<Arch>,
     ) -> Result<Vec<Arch>, PublishError> {
@@ -229,7 +230,7 @@ impl<'a> Publisher<'a> {
     }
 
     /// Renders, signs and verifies one manifest as devices will.
-    fn sign(&self, key: &SecretKey, arch: Arch, m: &Manifest) -> Result<Signed, PublishError> {
+    fn sign(&self, key: &dyn Signer, arch: Arch, m: &Manifest) -> Result<Signed, PublishError> {
         let err = |message: String| PublishError::Sign { arch, message };
         let bytes = manifest::render_checked(m).map_err(|e| err(e.to_string()))?;
         let opts = SignOptions {
@@ -273,7 +274,7 @@ impl<'a> Publisher<'a> {
     /// Steps 3–8 for a plan made on `channel` under the lock.
     fn commit(
         &self,
-        key: &SecretKey,
+        key: &dyn Signer,
         channel: &Channel,
         plan: &mut Plan,
     ) -> Result<u64, PublishError> {
@@ -378,7 +379,7 @@ impl<'a> Publisher<'a> {
     /// plan changes nothing or this is a dry run.
     fn write(
         &self,
-        key: &SecretKey,
+        key: &dyn Signer,
         dry_run: bool,
         intent: (Action, &[Version]),
         make: impl Fn(&Channel) -> Result<Plan, PublishError>,
@@ -429,7 +430,7 @@ impl<'a> Publisher<'a> {
 
     pub fn yank(
         &self,
-        key: &SecretKey,
+        key: &dyn Signer,
         version: &Version,
         arches: &[Arch],
         reason: &str,
@@ -449,7 +450,7 @@ impl<'a> Publisher<'a> {
 
     pub fn unyank(
         &self,
-        key: &SecretKey,
+        key: &dyn Signer,
         version: &Version,
         reason: Option<String>,
         dry_run: bool,
@@ -468,7 +469,7 @@ impl<'a> Publisher<'a> {
 
     pub fn rollback(
         &self,
-        key: &SecretKey,
+        key: &dyn Signer,
         version: &Version,
         reason: Option<String>,
         dry_run: bool,
@@ -489,7 +490,7 @@ impl<'a> Publisher<'a> {
     /// signature expires within it (otherwise writes nothing).
     pub fn refresh(
         &self,
-        key: &SecretKey,
+        key: &dyn Signer,
         if_expiring_within: Option<Duration>,
         dry_run: bool,
     ) -> Result<Report, PublishError> {
@@ -518,7 +519,7 @@ impl<'a> Publisher<'a> {
     /// payloads that are there; the remembered head is replaced.
     pub fn adopt(
         &self,
-        key: &SecretKey,
+        key: &dyn Signer,
         reason: Option<String>,
         dry_run: bool,
     ) -> Result<Report, PublishError> {

@@ -18,7 +18,7 @@ use crate::fault;
 use crate::hash;
 use crate::ledger::Action;
 use crate::progress::Events;
-use crate::signing::SecretKey;
+use crate::signing::Signer;
 use crate::stage::{self, InputFile, Payload};
 use crate::store::{Store, StoreError};
 use crate::transfer::Transfer;
@@ -119,7 +119,7 @@ impl Publisher<'_> {
     }
 
     /// Publishes one version from build outputs.
-    pub fn release(&self, key: &SecretKey, req: &ReleaseRequest) -> Result<Report, PublishError> {
+    pub fn release(&self, key: &dyn Signer, req: &ReleaseRequest) -> Result<Report, PublishError> {
         if req.outputs.is_empty() {
             return Err(Refusal::NoArchitectures.into());
         }
@@ -220,15 +220,17 @@ impl Publisher<'_> {
     /// interrupted write, puts back manifests the hosting replaced or lost
     /// (re-signed now), and uploads again payloads whose bytes are missing
     /// or changed, taken from the given build outputs (only files that hash
-    /// to what the history recorded). Writes no history: the head already
-    /// names this state.
-    pub fn repair(&self, key: &SecretKey, req: &RepairRequest) -> Result<Report, PublishError> {
+    /// to what the history recorded). Given build outputs, it hashes every
+    /// published payload (as `status --deep`): bytes changed at the same
+    /// size show no other way. Writes no history: the head already names
+    /// this state.
+    pub fn repair(&self, key: &dyn Signer, req: &RepairRequest) -> Result<Report, PublishError> {
         let _lock = if req.dry_run {
             None
         } else {
             Some(self.store.lock()?)
         };
-        let channel = self.read(false)?;
+        let channel = self.read(!req.outputs.is_empty())?;
         let history: Vec<&Problem> = channel
             .problems
             .iter()
@@ -267,7 +269,14 @@ impl Publisher<'_> {
         if req.dry_run || !repairable {
             return Ok(report);
         }
-        let mut forced = BTreeSet::new();
+        // Every arch with a payload problem is committed again, also where
+        // the stored copy is right and nothing is uploaded: that is what
+        // serves it again (a directory store's generation links).
+        let mut forced: BTreeSet<Arch> = channel
+            .problems
+            .iter()
+            .filter_map(|p| p.payload_file().map(|(arch, _)| arch))
+            .collect();
         for (arch, payload) in &fixes {
             self.store.delete(*arch, &payload.name)?;
             let bar = self
@@ -305,38 +314,51 @@ impl Publisher<'_> {
     ) -> Result<Vec<(Arch, Payload)>, PublishError> {
         let mut bad: BTreeMap<Arch, Vec<(String, String)>> = BTreeMap::new();
         for p in &channel.problems {
-            let (arch, file) = match p {
-                Problem::PayloadMissing { arch, file, .. }
-                | Problem::PayloadSize { arch, file, .. }
-                | Problem::PayloadHash { arch, file, .. } => (*arch, file),
-                _ => continue,
+            let Some((arch, file)) = p.payload_file() else {
+                continue;
             };
             let Some(rec) = channel.record(arch).and_then(|r| r.files.get(file)) else {
                 continue;
             };
             // The stored copy may still be right (a directory store whose
-            // served link was replaced): then re-committing is enough.
-            let stored = self.store.payload_hash(arch, file, &mut |_| {})?;
-            if stored.is_some_and(|(d, _)| hash::to_hex(&d) == rec.sha256) {
+            // served link was replaced): then re-committing is enough. Not
+            // for bytes found to hash otherwise: the stored hash may be what
+            // the upload recorded (S3 metadata), which stays when the bytes
+            // are replaced.
+            let stored = match p {
+                Problem::PayloadHash { .. } => None,
+                _ => self.store.payload_hash(arch, file, &mut |_| {})?,
+            };
+            if stored.is_some_and(|(d, size)| hash::to_hex(&d) == rec.sha256 && size == rec.size) {
                 continue;
             }
             bad.entry(arch)
                 .or_default()
-                .push((file.clone(), rec.sha256.clone()));
+                .push((file.to_string(), rec.sha256.clone()));
         }
         let mut out = Vec::new();
         if bad.is_empty() {
             return Ok(out);
         }
         let outputs = self.scan(&req.outputs, req.compress.codec)?;
-        for (arch, files) in bad {
-            let Some(o) = outputs.iter().find(|o| o.arch == arch) else {
-                return Err(Refusal::Other(format!(
+        let lacking: Vec<String> = bad
+            .iter()
+            .filter(|(arch, _)| !outputs.iter().any(|o| o.arch == **arch))
+            .map(|(arch, files)| {
+                format!(
                     "{arch}: {} must be uploaded again: pass the build output of that version with `--output {arch}=PATH`",
                     files.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
-                ))
-                .into());
-            };
+                )
+            })
+            .collect();
+        if !lacking.is_empty() {
+            return Err(Refusal::Other(lacking.join("\n")).into());
+        }
+        for (arch, files) in bad {
+            let o = outputs
+                .iter()
+                .find(|o| o.arch == arch)
+                .expect("every arch has an output");
             let staged = stage::stage(
                 arch,
                 &o.files,

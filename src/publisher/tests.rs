@@ -10,6 +10,7 @@ use super::*;
 use crate::channel::anchor::Anchor;
 use crate::compress::{Codec, Settings as Compress};
 use crate::progress::Silent;
+use crate::signing::SecretKey;
 use crate::store::MemoryStore;
 
 fn arch(s: &str) -> Arch {

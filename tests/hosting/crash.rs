@@ -13,7 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 
-use super::scenarios::{args, assert_listed_payloads_served, names_of, release, verifies, Chan};
+use super::scenarios::{
+    args, assert_listed_payloads_served, names_of, release, status, strs, verifies, Chan, Status,
+};
 use super::Site;
 use crate::common::*;
 
@@ -26,7 +28,6 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     vec![
         Case {
             name: "release",
@@ -122,26 +123,6 @@ fn check_served(ch: &Chan, keys: &Keys, what: &str) -> BTreeSet<&'static str> {
     pending
 }
 
-fn status(ch: &Chan) -> (i32, serde_json::Value) {
-    let out = ch
-        .cmd(&args(&["--json", "status"], vec![]))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let report = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("status JSON: {e}\n{}", stderr(&out)));
-    (out.status.code().unwrap_or(-1), report)
-}
-
-fn kinds(report: &serde_json::Value) -> Vec<String> {
-    report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["kind"].as_str().unwrap().to_string())
-        .collect()
-}
-
 pub fn killed_at_every_point_of_every_write_the_channel_verifies_and_a_rerun_finishes(site: &Site) {
     let keys = keygen();
     for case in cases() {
@@ -203,12 +184,13 @@ pub fn killed_at_every_point_of_every_write_the_channel_verifies_and_a_rerun_fin
             if !recorded {
                 assert_eq!(now, old, "{what}: switched before the history entry");
             }
-            let (code, report) = status(&ch);
+            let st = status(&ch, &[]);
+            let (code, report) = (st.code, &st.report);
             let unfinished = recorded && !behind.is_empty() && old != new;
             if unfinished || (recorded && !pending.is_empty()) {
                 interrupted_seen += 1;
                 assert_eq!(code, 1, "{what}: status must name the unfinished write");
-                assert_eq!(kinds(&report), ["interrupted"], "{what}: {report}");
+                assert_eq!(st.kinds(), ["interrupted"], "{what}: {report}");
                 let finding = &report["findings"][0];
                 let named: BTreeSet<&str> = finding["pending"]
                     .as_array()
@@ -277,7 +259,7 @@ pub fn killed_at_every_point_of_every_write_the_channel_verifies_and_a_rerun_fin
                 "{what}: after the rerun"
             );
             assert_eq!(listed(&ch), new, "{what}: after the rerun");
-            let (code, report) = status(&ch);
+            let Status { code, report, .. } = status(&ch, &[]);
             assert_eq!(code, 0, "{what}: status after the rerun: {report}");
             assert_eq!(
                 stored(&ch),

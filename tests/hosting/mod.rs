@@ -852,6 +852,60 @@ impl Site {
         }
     }
 
+    /// [`Site::raw_put`] by someone who knows S3 keeps metadata with each
+    /// object: the metadata stored with the old bytes stays, so
+    /// `x-amz-meta-sha256` still claims the old bytes' hash. Files have no
+    /// such metadata: they are written as by `raw_put`.
+    pub fn raw_put_keeping_metadata(&self, key: &str, bytes: &[u8]) {
+        match &self.backing {
+            Backing::S3 { endpoint } => {
+                let old = Self::object(endpoint, key);
+                self.put_object(key, bytes, &old.headers);
+            }
+            Backing::Files { .. } => self.raw_put(key, bytes),
+        }
+    }
+
+    /// Stores `bytes` at `key` as rsync does: a new file renamed over the
+    /// name, which on the directory store replaces the current generation's
+    /// link and leaves the pool copy as it was. S3 objects are always
+    /// replaced whole: the same as `raw_put`.
+    pub fn raw_replace(&self, key: &str, bytes: &[u8]) {
+        match &self.backing {
+            Backing::S3 { .. } => self.raw_put(key, bytes),
+            Backing::Files { root } => {
+                let path = root.join(key);
+                let tmp = path.with_file_name(".rsync-tmp");
+                std::fs::write(&tmp, bytes).unwrap();
+                std::fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("raw rename {key}: {e}"));
+            }
+        }
+    }
+
+    /// An S3 object's bytes and the headers stored with them.
+    fn object(endpoint: &str, key: &str) -> Object {
+        let url = Self::object_url(endpoint, key);
+        let r = http_with("GET", &url, &[MOTO_ACCOUNT], b"");
+        assert_eq!(r.status, 200, "raw GET {url}");
+        let headers = r
+            .headers
+            .into_iter()
+            .filter(|(k, _)| stored_header(k))
+            .collect();
+        Object {
+            bytes: r.body,
+            headers,
+        }
+    }
+
+    fn put_object(&self, key: &str, bytes: &[u8], headers: &[(String, String)]) {
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.put_with(key, bytes, &headers);
+    }
+
     /// Removes `key`; absent is fine.
     pub fn raw_delete(&self, key: &str) {
         match &self.backing {
@@ -876,21 +930,8 @@ impl Site {
                 s3_keys(endpoint, prefix)
                     .into_iter()
                     .map(|rel| {
-                        let url = Self::object_url(endpoint, &format!("{prefix}/{rel}"));
-                        let r = http_with("GET", &url, &[MOTO_ACCOUNT], b"");
-                        assert_eq!(r.status, 200, "saving {url}");
-                        let headers = r
-                            .headers
-                            .into_iter()
-                            .filter(|(k, _)| stored_header(k))
-                            .collect();
-                        (
-                            rel,
-                            Object {
-                                bytes: r.body,
-                                headers,
-                            },
-                        )
+                        let object = Self::object(endpoint, &format!("{prefix}/{rel}"));
+                        (rel, object)
                     })
                     .collect(),
             ),
@@ -921,12 +962,7 @@ impl Site {
                     }
                 }
                 for (rel, o) in objects {
-                    let headers: Vec<(&str, &str)> = o
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_str()))
-                        .collect();
-                    self.put_with(&format!("{prefix}/{rel}"), &o.bytes, &headers);
+                    self.put_object(&format!("{prefix}/{rel}"), &o.bytes, &o.headers);
                 }
             }
             (Backing::Files { root }, Saved::Tree(copy)) => {
@@ -990,6 +1026,11 @@ macro_rules! hosting_scenarios {
                 killed_at_every_point_of_every_write_the_channel_verifies_and_a_rerun_finishes($site),
                 concurrent_releases_of_two_versions_both_land($site),
                 raw_hosting_edits_reach_devices_and_a_restore_rolls_everything_back($site),
+                an_older_signed_manifest_put_back_is_refused_until_repaired($site),
+                a_history_cut_short_emptied_or_deleted_refuses_writes_until_adopted($site),
+                payload_bytes_changed_under_a_published_name_are_found_and_uploaded_again($site),
+                history_and_manifests_rolled_back_together_only_the_remembered_head_tells($site),
+                a_deleted_manifest_or_signature_is_refused_until_repaired($site),
             }
         }
     };
@@ -1005,4 +1046,5 @@ macro_rules! hosting_scenarios {
 }
 
 pub mod crash;
+pub mod holes;
 pub mod scenarios;

@@ -8,6 +8,14 @@ use std::time::Duration;
 
 #[allow(unused_imports)]
 pub use super::crash::killed_at_every_point_of_every_write_the_channel_verifies_and_a_rerun_finishes;
+#[allow(unused_imports)]
+pub use super::holes::{
+    a_deleted_manifest_or_signature_is_refused_until_repaired,
+    a_history_cut_short_emptied_or_deleted_refuses_writes_until_adopted,
+    an_older_signed_manifest_put_back_is_refused_until_repaired,
+    history_and_manifests_rolled_back_together_only_the_remembered_head_tells,
+    payload_bytes_changed_under_a_published_name_are_found_and_uploaded_again,
+};
 use super::{fake_xz, fetch, http, Layout, Relay, Site, Snapshot};
 use crate::common::*;
 
@@ -99,6 +107,14 @@ impl<'a> Chan<'a> {
         self.site.raw_put(&self.key(rel), bytes)
     }
 
+    pub fn raw_put_keeping_metadata(&self, rel: &str, bytes: &[u8]) {
+        self.site.raw_put_keeping_metadata(&self.key(rel), bytes)
+    }
+
+    pub fn raw_replace(&self, rel: &str, bytes: &[u8]) {
+        self.site.raw_replace(&self.key(rel), bytes)
+    }
+
     pub fn raw_delete(&self, rel: &str) {
         self.site.raw_delete(&self.key(rel))
     }
@@ -122,7 +138,7 @@ impl<'a> Chan<'a> {
 }
 
 pub fn args(parts: &[&str], outputs: Vec<String>) -> Vec<String> {
-    parts.iter().map(|s| s.to_string()).chain(outputs).collect()
+    strs(parts).into_iter().chain(outputs).collect()
 }
 
 pub fn release(version: &str) -> Vec<String> {
@@ -261,15 +277,11 @@ fn as_version_19(system: &str) -> tempfile::TempDir {
     dir
 }
 
-/// (3) Two releases of different versions started together: both land
-/// (the second waits for the publisher lock, then plans on top of the
-/// first); every manifest verifies.
-pub fn concurrent_releases_of_two_versions_both_land(site: &Site) {
-    let keys = keygen();
-    let ch = Chan::new(site, &keys, "keep = 3");
-    ch.run(&release("17"), 0);
+/// Version-19 outputs of every system (kept while the directories live)
+/// and their `--output` arguments.
+pub fn outputs_19() -> (Vec<tempfile::TempDir>, Vec<String>) {
     let dirs: Vec<_> = SYSTEMS.iter().map(|s| as_version_19(s)).collect();
-    let outputs19: Vec<String> = SYSTEMS
+    let outputs = SYSTEMS
         .iter()
         .zip(&dirs)
         .flat_map(|(s, d)| {
@@ -279,6 +291,69 @@ pub fn concurrent_releases_of_two_versions_both_land(site: &Site) {
             ]
         })
         .collect();
+    (dirs, outputs)
+}
+
+/// One `--json status` run: the exit status, the report, and what people
+/// read on stderr.
+pub struct Status {
+    pub code: i32,
+    pub report: serde_json::Value,
+    pub text: String,
+}
+
+impl Status {
+    /// The `kind` of every finding, in order.
+    pub fn kinds(&self) -> Vec<String> {
+        self.report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["kind"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// `status` with `flags` (`--deep`).
+pub fn status(ch: &Chan, flags: &[&str]) -> Status {
+    let out = ch
+        .cmd(&args(&["--json", "status"], strs(flags)))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status JSON: {e}\n{}", stderr(&out)));
+    Status {
+        code: out.status.code().unwrap_or(-1),
+        report,
+        text: stderr(&out),
+    }
+}
+
+/// The keys whose values differ between two maps (present in one only, too).
+pub fn differing<'m, K: Ord, V: PartialEq>(
+    before: &'m BTreeMap<K, V>,
+    after: &'m BTreeMap<K, V>,
+) -> BTreeSet<&'m K> {
+    before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .collect()
+}
+
+pub fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// (3) Two releases of different versions started together: both land
+/// (the second waits for the publisher lock, then plans on top of the
+/// first); every manifest verifies.
+pub fn concurrent_releases_of_two_versions_both_land(site: &Site) {
+    let keys = keygen();
+    let ch = Chan::new(site, &keys, "keep = 3");
+    ch.run(&release("17"), 0);
+    let (_dirs, outputs19) = outputs_19();
     // --allow-downgrade: whichever wins the lock, the other is not refused as older.
     let spawn = |outputs: Vec<String>| {
         ch.cmd(&args(&["release", "--allow-downgrade"], outputs))
@@ -483,11 +558,7 @@ pub fn raw_hosting_edits_reach_devices_and_a_restore_rolls_everything_back(site:
 
     ch.restore(&snapshot);
     let after = served(&ch);
-    let differ: BTreeSet<&String> = before
-        .keys()
-        .chain(after.keys())
-        .filter(|k| before.get(*k) != after.get(*k))
-        .collect();
+    let differ = differing(&before, &after);
     assert!(
         differ.is_empty(),
         "the restore changed what devices fetch at {differ:?}"
