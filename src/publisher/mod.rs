@@ -390,7 +390,7 @@ impl<'a> Publisher<'a> {
             let plan = make(&channel)?;
             return Ok(Report::new(&plan, self.store.describe(), true));
         }
-        let _lock = self.store.lock()?;
+        let _lock = self.store.lock(self.events)?;
         let (channel, finished) = self.read_for_write(key)?;
         // Rerunning a yank, unyank, rollback or refresh that was cut off
         // finishes it; it does not do it a second time (a release replans:
@@ -526,7 +526,7 @@ impl<'a> Publisher<'a> {
         let _lock = if dry_run {
             None
         } else {
-            Some(self.store.lock()?)
+            Some(self.store.lock(self.events)?)
         };
         let channel = self.read(false)?;
         if let Some(p) = channel

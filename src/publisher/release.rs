@@ -228,7 +228,7 @@ impl Publisher<'_> {
         let _lock = if req.dry_run {
             None
         } else {
-            Some(self.store.lock()?)
+            Some(self.store.lock(self.events)?)
         };
         let channel = self.read(!req.outputs.is_empty())?;
         let history: Vec<&Problem> = channel

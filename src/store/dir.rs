@@ -322,7 +322,7 @@ impl Store for DirStore {
         self.root.display().to_string()
     }
 
-    fn lock(&self) -> Result<Box<dyn Lock>, StoreError> {
+    fn lock(&self, events: &dyn crate::progress::Events) -> Result<Box<dyn Lock>, StoreError> {
         fs::create_dir_all(&self.root).map_err(StoreError::io("creating", &self.root))?;
         let path = self.root.join(LOCK_FILE);
         let f = fs::OpenOptions::new()
@@ -332,8 +332,18 @@ impl Store for DirStore {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(StoreError::io("opening", &path))?;
-        // SAFETY: flock on a descriptor we own; blocks until the other publisher is done.
-        let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        // SAFETY: flock on a descriptor we own; first without waiting, to say
+        // when another publisher holds it, then blocking until it is done.
+        let mut rc = unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK) {
+            events.info(format!(
+                "{}: waiting for the publisher lock (another publisher is writing)",
+                self.root.display()
+            ));
+            // SAFETY: as above.
+            rc = unsafe { libc::flock(fd, libc::LOCK_EX) };
+        }
         if rc != 0 {
             return Err(StoreError::io("locking", &path)(
                 std::io::Error::last_os_error(),

@@ -145,7 +145,7 @@ impl Store for MemoryStore {
         "memory:".into()
     }
 
-    fn lock(&self) -> Result<Box<dyn Lock>, StoreError> {
+    fn lock(&self, _: &dyn crate::progress::Events) -> Result<Box<dyn Lock>, StoreError> {
         let mut held = locked(&self.inner.held);
         while *held {
             held = self
@@ -406,11 +406,11 @@ mod tests {
     #[test]
     fn a_second_publisher_waits_for_the_lock() {
         let store = MemoryStore::new();
-        let first = store.lock().unwrap();
+        let first = store.lock(&crate::progress::Silent).unwrap();
         let (tx, rx) = mpsc::channel();
         let other = store.clone();
         let waiter = std::thread::spawn(move || {
-            let _second = other.lock().unwrap();
+            let _second = other.lock(&crate::progress::Silent).unwrap();
             tx.send(()).unwrap();
         });
         assert!(
@@ -421,7 +421,7 @@ mod tests {
         rx.recv_timeout(Duration::from_secs(10))
             .expect("the lock was released");
         waiter.join().unwrap();
-        drop(store.lock().unwrap());
+        drop(store.lock(&crate::progress::Silent).unwrap());
     }
 
     #[test]

@@ -28,6 +28,7 @@ use thiserror::Error;
 use crate::arch::Arch;
 use crate::hash::Digest;
 use crate::payload::Source;
+use crate::progress::Events;
 pub use location::{InvalidLocation, StoreLocation};
 pub use memory::MemoryStore;
 
@@ -106,7 +107,8 @@ pub trait Store: Send + Sync {
     fn describe(&self) -> String;
 
     /// Takes the publisher lock, waiting for it.
-    fn lock(&self) -> Result<Box<dyn Lock>, StoreError>;
+    /// Waiting is reported to `events` (another publisher holds the lock).
+    fn lock(&self, events: &dyn Events) -> Result<Box<dyn Lock>, StoreError>;
 
     /// Architecture directories present in the channel: top-level
     /// directories named as a systemd architecture, sorted. Anything else
@@ -265,7 +267,7 @@ impl Store for Unavailable {
     fn describe(&self) -> String {
         self.location.clone()
     }
-    fn lock(&self) -> Result<Box<dyn Lock>, StoreError> {
+    fn lock(&self, _: &dyn Events) -> Result<Box<dyn Lock>, StoreError> {
         self.err()
     }
     fn arches(&self) -> Result<Vec<Arch>, StoreError> {

@@ -120,7 +120,10 @@ impl Drop for Held {
     }
 }
 
-pub(super) fn acquire(shared: Arc<Shared>) -> Result<Box<dyn Lock>, StoreError> {
+pub(super) fn acquire(
+    shared: Arc<Shared>,
+    events: &dyn crate::progress::Events,
+) -> Result<Box<dyn Lock>, StoreError> {
     let me = Owner::me();
     let url = shared.backend.url(LOCK_KEY);
     let mut unchanged: Option<(Vec<u8>, Instant)> = None;
@@ -152,13 +155,15 @@ pub(super) fn acquire(shared: Arc<Shared>) -> Result<Box<dyn Lock>, StoreError> 
                 }
             };
         if stale {
-            eprintln!("warning: {url}: breaking the stale publisher lock of {who}");
+            events.warn(format!("{url}: breaking the stale publisher lock of {who}"));
             shared.run(Op::Lock, LOCK_KEY, || shared.backend.lock_remove(LOCK_KEY))?;
             unchanged = None;
             continue;
         }
         if !told {
-            eprintln!("{url}: waiting for the publisher lock held by {who}");
+            events.info(format!(
+                "{url}: waiting for the publisher lock held by {who}"
+            ));
             told = true;
         }
         std::thread::sleep(POLL);

@@ -191,8 +191,8 @@ impl Store for RemoteStore {
         self.backend().describe()
     }
 
-    fn lock(&self) -> Result<Box<dyn Lock>, StoreError> {
-        lock::acquire(self.shared.clone())
+    fn lock(&self, events: &dyn crate::progress::Events) -> Result<Box<dyn Lock>, StoreError> {
+        lock::acquire(self.shared.clone(), events)
     }
 
     fn arches(&self) -> Result<Vec<Arch>, StoreError> {
