@@ -27,6 +27,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// The channel to work on, for a config with several `[channels.NAME]`
+    #[arg(long, global = true, value_name = "NAME")]
+    pub channel: Option<String>,
+
     /// Print one JSON document on stdout (human output still goes to stderr)
     #[arg(long, global = true)]
     pub json: bool,

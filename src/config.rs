@@ -33,7 +33,7 @@ pub enum ConfigError {
     #[error("{path}: `{key}`: {message}")]
     Invalid {
         path: PathBuf,
-        key: &'static str,
+        key: String,
         message: String,
     },
 }
@@ -41,14 +41,16 @@ pub enum ConfigError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
-    channel: RawChannel,
+    channel: Option<RawChannel>,
+    #[serde(default)]
+    channels: std::collections::BTreeMap<String, RawChannel>,
     signing: RawSigning,
     #[serde(default)]
     transfers: RawTransfers,
     nix: Option<RawNix>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawChannel {
     store: String,
@@ -145,13 +147,46 @@ impl Transfers {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub file: PathBuf,
+    /// The channel commands work on (`--channel NAME`, or the only one).
     pub channel: Channel,
+    /// Its name ("default" for a lone `[channel]`).
+    pub channel_name: String,
+    /// Every configured channel by name; a lone `[channel]` is "default".
+    pub channels: std::collections::BTreeMap<String, Channel>,
     pub signing: Signing,
     pub transfers: Transfers,
     pub nix: Option<Nix>,
 }
 
 impl Config {
+    /// Makes `name` the channel commands work on. Without a name, a config
+    /// with one channel uses it and one with several asks which.
+    pub fn select(&mut self, name: Option<&str>) -> Result<(), ConfigError> {
+        let names = || self.channels.keys().cloned().collect::<Vec<_>>().join(", ");
+        let name = match name {
+            Some(n) => n.to_string(),
+            None if self.channels.len() == 1 => return Ok(()),
+            None => {
+                return Err(ConfigError::Invalid {
+                    path: self.file.clone(),
+                    key: "channels".into(),
+                    message: format!("several channels ({}): pass --channel NAME", names()),
+                })
+            }
+        };
+        let channel = self
+            .channels
+            .get(&name)
+            .ok_or_else(|| ConfigError::Invalid {
+                path: self.file.clone(),
+                key: "channels".into(),
+                message: format!("no channel {name:?} (channels: {})", names()),
+            })?;
+        self.channel = channel.clone();
+        self.channel_name = name;
+        Ok(())
+    }
+
     /// Loads `path`, or `./sysupdate-publish.toml` when `None`.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let path = path.unwrap_or(Path::new(DEFAULT_FILE));
@@ -182,76 +217,55 @@ impl Config {
             .unwrap_or(Path::new("."));
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
         let resolve = |p: &str| normalize(&base.join(p));
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
             path: file.to_path_buf(),
-            key,
+            key: key.to_string(),
             message,
         };
 
-        let mut store = StoreLocation::parse(&raw.channel.store, resolve)
-            .map_err(|e| invalid("channel.store", e.0))?;
-        if let Some(ca) = &raw.channel.webdav_ca {
-            match &mut store {
-                StoreLocation::WebDav { ca: slot, .. } => *slot = Some(resolve(ca)),
-                _ => {
-                    return Err(invalid(
-                        "channel.webdav-ca",
-                        "only applies to a webdav+https:// store".into(),
-                    ))
+        let named: Vec<(String, RawChannel)> = match (&raw.channel, raw.channels.is_empty()) {
+            (Some(_), false) => {
+                return Err(invalid(
+                    "channels",
+                    "give either one [channel] or [channels.NAME] tables, not both".into(),
+                ))
+            }
+            (Some(c), true) => vec![(DEFAULT_CHANNEL.to_string(), c.clone())],
+            (None, true) => {
+                return Err(invalid(
+                    "channel",
+                    "missing: add a [channel] table (or [channels.NAME] tables)".into(),
+                ))
+            }
+            (None, false) => raw.channels.clone().into_iter().collect(),
+        };
+        let mut channels = std::collections::BTreeMap::new();
+        for (name, c) in &named {
+            let key = |k: &str| {
+                if raw.channel.is_some() {
+                    format!("channel.{k}")
+                } else {
+                    format!("channels.{name}.{k}")
                 }
-            }
+            };
+            channels.insert(name.clone(), parse_channel(c, &key, &resolve, &invalid)?);
         }
-        let parallel_uploads = match raw.channel.parallel_uploads {
-            None => DEFAULT_PARALLEL_UPLOADS,
-            Some(n @ 1..=64) => n as usize,
-            Some(n) => {
+        let mut seen: Vec<(&String, &StoreLocation)> = Vec::new();
+        for (name, c) in &channels {
+            if let Some((other, _)) = seen.iter().find(|(_, s)| **s == c.store) {
                 return Err(invalid(
-                    "channel.parallel-uploads",
-                    format!("{n}: give 1 (one at a time) to 64"),
-                ))
-            }
-        };
-        if let Some(url) = &raw.channel.url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(invalid(
-                    "channel.url",
-                    format!("{url:?} is not an http(s) URL; it is what devices fetch"),
+                    &format!("channels.{name}.store"),
+                    format!("the same store as channel {other}: each channel needs its own (another prefix or directory)"),
                 ));
             }
-            if url.contains(['?', '#']) {
-                return Err(invalid(
-                    "channel.url",
-                    "systemd-sysupdate drops ?query and #fragment from Path=, so tokens in URLs cannot work".into(),
-                ));
-            }
+            seen.push((name, &c.store));
         }
-        let keep = match raw.channel.keep {
-            None => 3,
-            Some(n) if n >= 1 => n as usize,
-            Some(n) => {
-                return Err(invalid(
-                    "channel.keep",
-                    format!("{n} versions: keep at least 1 (the one being released)"),
-                ))
-            }
-        };
-        let signature_lifetime = raw
-            .channel
-            .signature_lifetime
-            .as_deref()
-            .map(|s| parse_lifetime(s).map_err(|m| invalid("channel.signature-lifetime", m)))
-            .transpose()?;
-        let expiry_warning = raw
-            .channel
-            .expiry_warning
-            .as_deref()
-            .map(|s| parse_lifetime(s).map_err(|m| invalid("channel.expiry-warning", m)))
-            .transpose()?
-            // A week, but never most of a short lifetime.
-            .unwrap_or_else(|| {
-                let week = Duration::from_secs(7 * 86400);
-                signature_lifetime.map_or(week, |l| week.min(l / 4))
-            });
+        let channel_name = channels
+            .keys()
+            .next()
+            .expect("one channel at least")
+            .clone();
+        let channel = channels[&channel_name].clone();
 
         let secret_key = match (secret_key_override, raw.signing.secret_key) {
             (Some(p), _) => p,
@@ -326,19 +340,98 @@ impl Config {
 
         Ok(Config {
             file: file.to_path_buf(),
-            channel: Channel {
-                store,
-                url: raw.channel.url,
-                keep,
-                signature_lifetime,
-                expiry_warning,
-                parallel_uploads,
-            },
+            channel,
+            channel_name,
+            channels,
             signing,
             transfers,
             nix,
         })
     }
+}
+
+/// The name a lone `[channel]` table goes by.
+pub const DEFAULT_CHANNEL: &str = "default";
+
+/// One `[channel]` or `[channels.NAME]` table, validated; `key` names its
+/// keys in errors.
+fn parse_channel(
+    c: &RawChannel,
+    key: &dyn Fn(&str) -> String,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Channel, ConfigError> {
+    let mut store =
+        StoreLocation::parse(&c.store, resolve).map_err(|e| invalid(&key("store"), e.0))?;
+    if let Some(ca) = &c.webdav_ca {
+        match &mut store {
+            StoreLocation::WebDav { ca: slot, .. } => *slot = Some(resolve(ca)),
+            _ => {
+                return Err(invalid(
+                    &key("webdav-ca"),
+                    "only applies to a webdav+https:// store".into(),
+                ))
+            }
+        }
+    }
+    let parallel_uploads = match c.parallel_uploads {
+        None => DEFAULT_PARALLEL_UPLOADS,
+        Some(n @ 1..=64) => n as usize,
+        Some(n) => {
+            return Err(invalid(
+                &key("parallel-uploads"),
+                format!("{n}: give 1 (one at a time) to 64"),
+            ))
+        }
+    };
+    if let Some(url) = &c.url {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(invalid(
+                &key("url"),
+                format!("{url:?} is not an http(s) URL; it is what devices fetch"),
+            ));
+        }
+        if url.contains(['?', '#']) {
+            return Err(invalid(
+            &key("url"),
+            "systemd-sysupdate drops ?query and #fragment from Path=, so tokens in URLs cannot work".into(),
+        ));
+        }
+    }
+    let keep = match c.keep {
+        None => 3,
+        Some(n) if n >= 1 => n as usize,
+        Some(n) => {
+            return Err(invalid(
+                &key("keep"),
+                format!("{n} versions: keep at least 1 (the one being released)"),
+            ))
+        }
+    };
+    let signature_lifetime = c
+        .signature_lifetime
+        .as_deref()
+        .map(|s| parse_lifetime(s).map_err(|m| invalid(&key("signature-lifetime"), m)))
+        .transpose()?;
+    let expiry_warning = c
+        .expiry_warning
+        .as_deref()
+        .map(|s| parse_lifetime(s).map_err(|m| invalid(&key("expiry-warning"), m)))
+        .transpose()?
+        // A week, but never most of a short lifetime.
+        .unwrap_or_else(|| {
+            let week = Duration::from_secs(7 * 86400);
+            signature_lifetime.map_or(week, |l| week.min(l / 4))
+        });
+
+    Ok(Channel {
+        store,
+        url: c.url.clone(),
+        keep,
+        signature_lifetime,
+        expiry_warning,
+        parallel_uploads,
+    })
 }
 
 /// Removes `.` and `..` lexically, so messages show `/repo/public`, not
@@ -558,7 +651,7 @@ systems = ["x86_64-linux", "arm64"]
         assert!(err("[channel\n").contains("sysupdate-publish.toml"));
         let e = err(&GOOD.replace("keep = 2", "kepp = 2"));
         assert!(e.contains("kepp"), "{e}");
-        assert!(err("").contains("channel"));
+        assert!(err("").contains("missing"));
     }
 
     proptest::proptest! {
@@ -573,5 +666,61 @@ systems = ["x86_64-linux", "arm64"]
             t[p] = ch;
             let _ = parse(&t.into_iter().collect::<String>());
         }
+    }
+
+    const CHANNELS: &str = r#"
+[channels.canary]
+store = "s3://bucket/canary"
+keep = 2
+[channels.stable]
+store = "s3://bucket/stable"
+url = "https://updates.example.com/stable"
+[signing]
+secret-key = "k.asc"
+keyring = "k.pgp"
+"#;
+
+    #[test]
+    fn several_channels_are_chosen_by_name() {
+        let mut c = parse(CHANNELS).unwrap();
+        assert_eq!(c.channels.keys().collect::<Vec<_>>(), ["canary", "stable"]);
+        let e = c.select(None).unwrap_err().to_string();
+        assert!(
+            e.contains("several channels (canary, stable): pass --channel NAME"),
+            "{e}"
+        );
+        c.select(Some("stable")).unwrap();
+        assert_eq!(c.channel_name, "stable");
+        assert_eq!(c.channel.keep, 3);
+        assert!(c.channel.url.is_some());
+        c.select(Some("canary")).unwrap();
+        assert_eq!(c.channel.keep, 2);
+        let e = c.select(Some("beta")).unwrap_err().to_string();
+        assert!(
+            e.contains("no channel \"beta\" (channels: canary, stable)"),
+            "{e}"
+        );
+        // A lone [channel] is "default" and needs no --channel.
+        let mut one = parse(GOOD).unwrap();
+        one.select(None).unwrap();
+        assert_eq!(one.channel_name, "default");
+        one.select(Some("default")).unwrap();
+    }
+
+    #[test]
+    fn channel_tables_are_validated_per_channel() {
+        let both = format!("[channel]\nstore = \"x\"\n{CHANNELS}");
+        assert!(parse(&both).unwrap_err().to_string().contains("not both"));
+        let same = CHANNELS.replace("bucket/canary", "bucket/stable");
+        let e = parse(&same).unwrap_err().to_string();
+        assert!(
+            e.contains("channels.stable.store") && e.contains("channel canary"),
+            "{e}"
+        );
+        let bad = CHANNELS.replace("keep = 2", "keep = 0");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("channels.canary.keep"), "{e}");
+        let none = "[signing]\nsecret-key = \"k\"\nkeyring = \"r\"\n";
+        assert!(parse(none).unwrap_err().to_string().contains("missing"));
     }
 }

@@ -54,6 +54,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         ui,
         json: cli.json,
         config_path: cli.config,
+        channel: cli.channel,
     };
     match cli.command {
         Command::Release(args) => release::run(&ctx, args),
@@ -76,11 +77,15 @@ pub(crate) struct Ctx {
     pub ui: Ui,
     pub json: bool,
     pub config_path: Option<std::path::PathBuf>,
+    pub channel: Option<String>,
 }
 
 impl Ctx {
+    /// The configuration, with the `--channel` chosen.
     fn config(&self) -> Result<Config> {
-        Ok(Config::load(self.config_path.as_deref())?)
+        let mut config = Config::load(self.config_path.as_deref())?;
+        config.select(self.channel.as_deref())?;
+        Ok(config)
     }
 
     /// Prints the JSON document when --json was given.
