@@ -81,6 +81,15 @@ pub enum Command {
     /// Re-sign every manifest with a fresh signature lifetime and BEST-BEFORE date
     Refresh(RefreshArgs),
 
+    /// Publish a version of one channel on another, copying its payloads on the hosting
+    ///
+    /// Reads and verifies channel FROM (signatures, sizes, history), checks VERSION is
+    /// published and not withdrawn there (and with --if-older-than, that FROM's history
+    /// shows it published at least that long ago: a soak time), then publishes it to TO
+    /// through TO's own checks, retention and history. On the same backend the payload
+    /// bytes never pass through this machine (hard link, S3 CopyObject, WebDAV COPY).
+    Promote(PromoteArgs),
+
     /// Make the hosting serve the history's newest state again
     ///
     /// Finishes an interrupted write, puts back manifests the hosting replaced
@@ -193,6 +202,24 @@ pub struct RefreshArgs {
     /// Only re-sign when a signature expires within DURATION (for cron; no-op otherwise)
     #[arg(long, value_name = "DURATION")]
     pub if_expiring_within: Option<String>,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PromoteArgs {
+    /// The version to promote, exactly as published on FROM
+    pub version: String,
+    /// The channel it is published on (a [channels.NAME] of the config)
+    #[arg(long, value_name = "CHANNEL")]
+    pub from: String,
+    /// The channel to publish it on
+    #[arg(long, value_name = "CHANNEL")]
+    pub to: String,
+    /// Only if FROM published it at least this long ago, e.g. 2d (else exit 1, nothing written)
+    #[arg(long, value_name = "DURATION")]
+    pub if_older_than: Option<String>,
     /// Print the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,

@@ -40,6 +40,8 @@ pub enum Action {
     /// The operator confirmed what the hosting serves as the new truth
     /// (after a history was lost, cut short or predates state records).
     Adopt,
+    /// A version published on another channel, copied from it.
+    Promote,
 }
 
 impl std::fmt::Display for Action {
@@ -124,6 +126,20 @@ pub struct Entry {
     /// by versions before the history became the source of truth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<State>,
+    /// Where a promoted version came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Origin>,
+}
+
+/// The channel and history head a promotion took its version from, so the
+/// history tells what was vetted where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub channel: String,
+    pub store: String,
+    /// The source channel's history head when it was read.
+    pub seq: u64,
+    pub hash: String,
 }
 
 /// What a write adds to the history (the ledger fills in the rest).
@@ -134,6 +150,7 @@ pub struct Draft {
     pub files: Files,
     pub reason: Option<String>,
     pub state: State,
+    pub source: Option<Origin>,
 }
 
 #[derive(Debug, Error)]
@@ -271,6 +288,7 @@ impl Ledger {
             signer: key.fingerprint(),
             prev: self.head_hash(),
             state: Some(draft.state),
+            source: draft.source,
         };
         let json = serde_json::to_string(&entry).expect("entries serialize");
         // No expiry: history must stay verifiable forever.
@@ -314,7 +332,7 @@ impl Ledger {
                     Action::Rollback if i > 0 => {
                         out.insert(v.clone(), e);
                     }
-                    Action::Rollback | Action::Unyank | Action::Publish => {
+                    Action::Rollback | Action::Unyank | Action::Publish | Action::Promote => {
                         out.remove(v);
                     }
                     Action::Refresh | Action::Adopt => {}
@@ -403,6 +421,7 @@ mod tests {
             files: files(version, name),
             reason: reason.map(str::to_string),
             state: [(x86(), ArchRecord::new(&m, &[(name.to_string(), 7)].into()))].into(),
+            source: None,
         }
     }
 

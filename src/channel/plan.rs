@@ -63,6 +63,10 @@ pub struct ArchPlan {
     pub restored: Vec<Version>,
     /// New payloads, uploaded before anything is committed.
     pub uploads: Vec<Payload>,
+    /// Payloads copied from another channel's store (promote).
+    pub copies: Vec<Copied>,
+    /// Bytes of copies that had to pass through this machine.
+    pub streamed: u64,
     /// Payloads already stored with the right bytes (a resumed release).
     pub reused: Vec<String>,
     /// Size of every payload `after` lists.
@@ -84,6 +88,8 @@ impl ArchPlan {
             removed: vec![],
             restored: vec![],
             uploads: vec![],
+            copies: vec![],
+            streamed: 0,
             reused: vec![],
             sizes: BTreeMap::new(),
             versions: vec![],
@@ -109,6 +115,9 @@ impl ArchPlan {
     /// Adds the hashes uploads learned to `after`; with `hash_missing`,
     /// any still unknown is read from its file now.
     pub fn complete_hashes(&mut self, hash_missing: bool) -> Result<(), PlanError> {
+        for c in &self.copies {
+            self.after.entries.insert(c.name.clone(), c.sha256);
+        }
         for p in &self.uploads {
             let digest = match p.sha256.get() {
                 Some(d) => d,
@@ -148,6 +157,8 @@ pub struct Plan {
     pub arches: Vec<ArchPlan>,
     /// For the history: version → arch → name → hash of the files concerned.
     pub files: Files,
+    /// The channel a promotion takes the version from.
+    pub source: Option<crate::ledger::Origin>,
 }
 
 impl Plan {
@@ -159,6 +170,7 @@ impl Plan {
             reason,
             arches: vec![],
             files: Files::new(),
+            source: None,
         }
     }
 
@@ -293,6 +305,47 @@ pub fn refuse_withdrawn(ledger: &Ledger, version: &Version, how: &str) -> Result
     }
 }
 
+/// What planning needs of a payload that is new to the channel: a staged
+/// file (release) or another channel's published payload (promote).
+pub trait Incoming: Clone {
+    fn name(&self) -> &str;
+    fn size(&self) -> u64;
+    /// Its hash; may read the file when staging left it to the upload.
+    fn digest(&self) -> std::io::Result<Digest>;
+}
+
+impl Incoming for Payload {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn digest(&self) -> std::io::Result<Digest> {
+        Payload::digest(self)
+    }
+}
+
+/// A payload published on another channel, copied store to store.
+#[derive(Clone, Debug)]
+pub struct Copied {
+    pub name: String,
+    pub size: u64,
+    pub sha256: Digest,
+}
+
+impl Incoming for Copied {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn digest(&self) -> std::io::Result<Digest> {
+        Ok(self.sha256)
+    }
+}
+
 /// One architecture's share of a release.
 pub struct ReleaseInput {
     pub arch: Arch,
@@ -307,7 +360,7 @@ pub struct ReleaseOptions<'a> {
     pub settings: Settings,
 }
 
-fn digest(arch: Arch, p: &Payload) -> Result<Digest, PlanError> {
+fn digest(arch: Arch, p: &impl Incoming) -> Result<Digest, PlanError> {
     p.digest()
         .map_err(|source| PlanError::Payload { arch, source })
 }
@@ -374,7 +427,9 @@ pub fn plan_release(
     }
     let mut plan = Plan::new(Action::Publish, vec![version.clone()], None);
     for input in inputs {
-        let ap = plan_release_arch(store, channel, input, &version, opts)?;
+        let (mut ap, uploads) = plan_arch(store, channel, input.arch, &input.payloads, &version, opts)?;
+        ap.uploads = uploads;
+        ap.complete_hashes(false)?;
         let files = plan
             .files
             .entry(version.clone())
@@ -391,14 +446,16 @@ pub fn plan_release(
     Ok(plan)
 }
 
-fn plan_release_arch(
+/// Plans adding `version` with `payloads` to one arch; returns the plan and
+/// the payloads the hosting does not hold yet (to upload or copy).
+fn plan_arch<P: Incoming>(
     store: &dyn Store,
     channel: &Channel,
-    input: &ReleaseInput,
+    arch: Arch,
+    payloads: &[P],
     version: &Version,
     opts: ReleaseOptions,
-) -> Result<ArchPlan, PlanError> {
-    let arch = input.arch;
+) -> Result<(ArchPlan, Vec<P>), PlanError> {
     let view = channel.arches.get(&arch);
     let mut plan = ArchPlan::unchanged(view, arch);
     let published = view.map(|v| v.versions.as_slice()).unwrap_or_default();
@@ -416,15 +473,15 @@ fn plan_release_arch(
             .into());
         }
         let mut changes = Vec::new();
-        for p in &input.payloads {
-            match old.entries.get(&p.name) {
-                None => changes.push(format!("{} (not in the published set)", p.name)),
+        for p in payloads {
+            match old.entries.get(p.name()) {
+                None => changes.push(format!("{} (not in the published set)", p.name())),
                 Some(h) => {
                     let now = digest(arch, p)?;
                     if *h != now {
                         changes.push(format!(
                             "{} (published {}, now {})",
-                            p.name,
+                            p.name(),
                             hash::to_hex(h),
                             hash::to_hex(&now)
                         ));
@@ -432,7 +489,7 @@ fn plan_release_arch(
                 }
             }
         }
-        if !changes.is_empty() || same.files.len() != input.payloads.len() {
+        if !changes.is_empty() || same.files.len() != payloads.len() {
             return Err(Refusal::ChangedContent {
                 arch,
                 version: version.clone(),
@@ -441,17 +498,17 @@ fn plan_release_arch(
             .into());
         }
         plan.kept = plan.versions.clone();
-        return Ok(plan);
+        return Ok((plan, vec![]));
     }
     // A name never gets other bytes, also after retention dropped it.
     let names = channel.history.names(arch);
-    for p in &input.payloads {
-        if let Some(rec) = names.get(&p.name) {
+    for p in payloads {
+        if let Some(rec) = names.get(p.name()) {
             let now = hash::to_hex(&digest(arch, p)?);
             if now != rec.sha256 {
                 return Err(Refusal::NameReused {
                     arch,
-                    name: p.name.clone(),
+                    name: p.name().to_string(),
                     seq: rec.seq,
                     recorded: rec.sha256.clone(),
                     found: now,
@@ -513,35 +570,79 @@ fn plan_release_arch(
         plan.sizes.insert(name.clone(), size);
     }
     let stored = view.map(|v| &v.stored);
-    for p in &input.payloads {
-        plan.sizes.insert(p.name.clone(), p.size);
-        if stored.is_some_and(|s| s.contains_key(&p.name)) {
-            match store.payload_hash(arch, &p.name, &mut |_| {})? {
-                Some((h, _)) if h == digest(arch, p)? => plan.reused.push(p.name.clone()),
-                _ => {
-                    return Err(Refusal::Leftover {
-                        arch,
-                        name: p.name.clone(),
-                        store: store.describe(),
-                    }
-                    .into())
-                }
-            }
-        }
-        plan.uploads.push(p.clone());
-    }
+    let mut new = Vec::new();
     plan.after = Manifest {
         entries,
         best_before: opts.settings.best_before,
     };
-    // Reused payloads need no upload, but are listed with their known hash.
-    plan.uploads.retain(|p| !plan.reused.contains(&p.name));
-    for p in &input.payloads {
-        if plan.reused.contains(&p.name) {
-            plan.after.entries.insert(p.name.clone(), digest(arch, p)?);
+    for p in payloads {
+        plan.sizes.insert(p.name().to_string(), p.size());
+        if !stored.is_some_and(|s| s.contains_key(p.name())) {
+            new.push(p.clone());
+            continue;
+        }
+        // Already stored (a resumed write): fine with the same bytes, and
+        // listed with its known hash.
+        match store.payload_hash(arch, p.name(), &mut |_| {})? {
+            Some((h, _)) if h == digest(arch, p)? => {
+                plan.reused.push(p.name().to_string());
+                plan.after.entries.insert(p.name().to_string(), h);
+            }
+            _ => {
+                return Err(Refusal::Leftover {
+                    arch,
+                    name: p.name().to_string(),
+                    store: store.describe(),
+                }
+                .into())
+            }
         }
     }
-    plan.complete_hashes(false)?;
+    Ok((plan, new))
+}
+
+/// One arch's share of a promotion: the version's payloads as the source
+/// channel publishes them.
+pub struct PromoteInput {
+    pub arch: Arch,
+    pub files: Vec<Copied>,
+}
+
+/// Plans publishing `version` from another channel: the same checks as a
+/// release (withdrawn, names, downgrade, retention), with payloads copied
+/// store to store instead of uploaded.
+pub fn plan_promote(
+    store: &dyn Store,
+    channel: &Channel,
+    inputs: &[PromoteInput],
+    version: &Version,
+    source: crate::ledger::Origin,
+    opts: ReleaseOptions,
+) -> Result<Plan, PlanError> {
+    if !opts.unyank {
+        refuse_withdrawn(
+            &channel.history,
+            version,
+            &format!("it was withdrawn on this channel: `sysupdate-publish --channel {} unyank {version}` first", source.channel),
+        )?;
+    }
+    let mut plan = Plan::new(Action::Promote, vec![version.clone()], None);
+    plan.source = Some(source);
+    for input in inputs {
+        let (mut ap, copies) = plan_arch(store, channel, input.arch, &input.files, version, opts)?;
+        ap.copies = copies;
+        ap.complete_hashes(false)?;
+        let files = plan
+            .files
+            .entry(version.clone())
+            .or_default()
+            .entry(input.arch)
+            .or_default();
+        for c in &input.files {
+            files.insert(c.name.clone(), hash::to_hex(&c.sha256));
+        }
+        plan.arches.push(ap);
+    }
     Ok(plan)
 }
 

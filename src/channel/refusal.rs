@@ -130,6 +130,21 @@ pub enum Refusal {
         name: String,
         sha256: String,
     },
+    #[error("the source channel {channel} has problems; fix them there first:\n{}", problems.iter().map(|p| format!("  - {p}: {}", p.fix())).collect::<Vec<_>>().join("\n"))]
+    SourceProblems {
+        channel: String,
+        problems: Vec<Problem>,
+    },
+    #[error("version {version} is not published on channel {channel}")]
+    NotOnChannel { version: Version, channel: String },
+    #[error("version {version} was published on {channel} at {since}, less than {soak} ago: promote it after {ready}")]
+    TooRecent {
+        version: Version,
+        channel: String,
+        since: String,
+        soak: String,
+        ready: String,
+    },
     #[error("{0}")]
     Other(String),
 }

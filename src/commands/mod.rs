@@ -63,6 +63,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Unyank(args) => operate::unyank(&ctx, args),
         Command::Rollback(args) => operate::rollback(&ctx, args),
         Command::Refresh(args) => operate::refresh(&ctx, args),
+        Command::Promote(args) => operate::promote(&ctx, args),
         Command::Repair(args) => operate::repair(&ctx, args),
         Command::Adopt(args) => operate::adopt(&ctx, args),
         Command::Verify(args) => verify::run(&ctx, args),
@@ -81,6 +82,11 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// The configuration as written, no channel chosen (promote picks two).
+    fn config_unselected(&self) -> Result<Config> {
+        Ok(Config::load(self.config_path.as_deref())?)
+    }
+
     /// The configuration, with the `--channel` chosen.
     fn config(&self) -> Result<Config> {
         let mut config = Config::load(self.config_path.as_deref())?;

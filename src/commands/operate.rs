@@ -5,7 +5,9 @@ use anyhow::Result;
 
 use super::{load_keys, parse_outputs, publisher, Ctx, Outcome, UsageError};
 use crate::arch::Arch;
-use crate::cli::{AdoptArgs, RefreshArgs, RepairArgs, RollbackArgs, UnyankArgs, YankArgs};
+use crate::cli::{
+    AdoptArgs, PromoteArgs, RefreshArgs, RepairArgs, RollbackArgs, UnyankArgs, YankArgs,
+};
 use crate::config::{parse_lifetime, Config};
 use crate::publisher::{Publisher, RepairRequest, Report};
 use crate::signing::Signer;
@@ -48,6 +50,9 @@ fn show(ctx: &Ctx, r: &Report, what: &str) -> Result<Outcome> {
     }
     for a in r.arches.iter().filter(|a| !a.already_published) {
         let mut change = Vec::new();
+        if !a.added.is_empty() {
+            change.push(format!("add {}", names(&a.added)));
+        }
         if !a.removed.is_empty() {
             change.push(format!("withdraw {}", names(&a.removed)));
         }
@@ -138,6 +143,40 @@ pub(super) fn refresh(ctx: &Ctx, args: RefreshArgs) -> Result<Outcome> {
         }
     }
     show(ctx, &r, "refresh")
+}
+
+pub(super) fn promote(ctx: &Ctx, args: PromoteArgs) -> Result<Outcome> {
+    let v = version(&args.version)?;
+    let soak = args
+        .if_older_than
+        .as_deref()
+        .map(|s| {
+            humantime::parse_duration(s)
+                .map_err(|e| UsageError(format!("--if-older-than {s:?}: {e}")))
+        })
+        .transpose()?;
+    if args.from == args.to {
+        return Err(UsageError("--from and --to name the same channel".into()).into());
+    }
+    let mut from_config = ctx.config_unselected()?;
+    from_config.select(Some(&args.from))?;
+    let mut to_config = from_config.clone();
+    to_config.select(Some(&args.to))?;
+    let (key, keyring) = load_keys(&to_config, &ctx.ui)?;
+    let (from_store, to_store) = (from_config.channel.open_store(), to_config.channel.open_store());
+    let source = publisher(ctx, &from_config, from_store.as_ref(), &keyring)?;
+    let target = publisher(ctx, &to_config, to_store.as_ref(), &keyring)?;
+    let r = target.promote(&key, &source, &args.from, &v, soak, args.dry_run)?;
+    let copies: usize = r.arches.iter().map(|a| a.copies.len()).sum();
+    if !r.already_published && !r.dry_run {
+        ctx.ui.info(format!(
+            "promoted {v} from {} to {}: {copies} payload(s) copied, {} sent through this machine",
+            args.from,
+            args.to,
+            super::human_bytes(r.upload_bytes)
+        ));
+    }
+    show(ctx, &r, "promote")
 }
 
 pub(super) fn repair(ctx: &Ctx, args: RepairArgs) -> Result<Outcome> {

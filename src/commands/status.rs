@@ -155,8 +155,13 @@ pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
         ctx.ui.info("history:");
         for e in &report.history {
             let versions: Vec<&str> = e.versions.iter().map(|v| v.as_str()).collect();
+            let from = e
+                .source
+                .as_ref()
+                .map(|o| format!(" from {}", o.channel))
+                .unwrap_or_default();
             ctx.ui.info(format!(
-                "  #{:<3} {} {:<8} {}{}",
+                "  #{:<3} {} {:<8} {}{from}{}",
                 e.seq,
                 e.time,
                 e.action.to_string(),

@@ -277,8 +277,12 @@ impl<'a> Publisher<'a> {
         key: &dyn Signer,
         channel: &Channel,
         plan: &mut Plan,
+        from: Option<&dyn Store>,
     ) -> Result<u64, PublishError> {
         release::upload(self.store, plan, self.events)?;
+        if let Some(from) = from {
+            release::copy(self.store, from, plan, self.events)?;
+        }
         for ap in &mut plan.arches {
             ap.complete_hashes(true)?;
         }
@@ -307,6 +311,7 @@ impl<'a> Publisher<'a> {
                 files: plan.files.clone(),
                 reason: plan.reason.clone(),
                 state: state.clone(),
+                source: plan.source.clone(),
             },
         )?;
         self.store
@@ -384,6 +389,18 @@ impl<'a> Publisher<'a> {
         intent: (Action, &[Version]),
         make: impl Fn(&Channel) -> Result<Plan, PublishError>,
     ) -> Result<Report, PublishError> {
+        self.write_from(key, dry_run, intent, None, make)
+    }
+
+    /// [`Publisher::write`], copying new payloads from `from` (promote).
+    fn write_from(
+        &self,
+        key: &dyn Signer,
+        dry_run: bool,
+        intent: (Action, &[Version]),
+        from: Option<&dyn Store>,
+        make: impl Fn(&Channel) -> Result<Plan, PublishError>,
+    ) -> Result<Report, PublishError> {
         if dry_run {
             let channel = self.read(false)?;
             refuse_blocking(&channel)?;
@@ -413,7 +430,7 @@ impl<'a> Publisher<'a> {
         let mut report = Report::new(&plan, self.store.describe(), false);
         report.finished_interrupted = finished;
         if plan.changes() {
-            report.history_seq = Some(self.commit(key, &channel, &mut plan)?);
+            report.history_seq = Some(self.commit(key, &channel, &mut plan, from)?);
             report = Report {
                 history_seq: report.history_seq,
                 finished_interrupted: finished,
@@ -615,6 +632,7 @@ impl<'a> Publisher<'a> {
                 files: Default::default(),
                 reason: plan.reason.clone(),
                 state,
+                source: None,
             },
         )?;
         self.store

@@ -9,14 +9,17 @@ use std::path::PathBuf;
 
 use super::{refuse_blocking, uploads, PublishError, Publisher, Report};
 use crate::arch::Arch;
-use crate::channel::plan::{self, NameCheck, Plan, ReleaseInput, ReleaseOptions};
+use crate::channel::plan::{
+    self, Copied, NameCheck, Plan, PromoteInput, ReleaseInput, ReleaseOptions,
+};
 use crate::channel::problem::Problem;
 use crate::channel::refusal::Refusal;
 use crate::channel::state::{self, Channel};
 use crate::compress;
 use crate::fault;
 use crate::hash;
-use crate::ledger::Action;
+use crate::ledger::{Action, Origin};
+use crate::version::Version;
 use crate::progress::Events;
 use crate::signing::Signer;
 use crate::stage::{self, InputFile, Payload};
@@ -174,6 +177,135 @@ impl Publisher<'_> {
                 self.store, ch, &transfers, &inputs, opts,
             )?)
         })
+    }
+
+    /// Publishes `version` as channel `source` publishes it: reads and
+    /// verifies the source (signatures, hashes, history), checks the version
+    /// is published and not withdrawn there (and, with `soak`, that the
+    /// source's history shows it published at least that long ago), then
+    /// publishes it here through this channel's protocol with the payloads
+    /// copied store to store. The history entry names the source channel
+    /// and its head.
+    pub fn promote(
+        &self,
+        key: &dyn Signer,
+        source: &Publisher,
+        source_name: &str,
+        version: &Version,
+        soak: Option<std::time::Duration>,
+        dry_run: bool,
+    ) -> Result<Report, PublishError> {
+        let from = source.read(false)?;
+        let blocking: Vec<Problem> = from.blocking().into_iter().cloned().collect();
+        if !blocking.is_empty() {
+            return Err(Refusal::SourceProblems {
+                channel: source_name.to_string(),
+                problems: blocking,
+            }
+            .into());
+        }
+        plan::refuse_withdrawn(
+            &from.history,
+            version,
+            &format!("it is withdrawn on {source_name}; promote another version"),
+        )?;
+        let mut inputs = Vec::new();
+        for view in from.arches.values() {
+            let Some(set) = view.set(version) else {
+                continue;
+            };
+            let record = from.record(view.arch);
+            let files = set
+                .files
+                .values()
+                .map(|name| Copied {
+                    name: name.clone(),
+                    size: record
+                        .and_then(|r| r.files.get(name))
+                        .map_or(0, |f| f.size),
+                    sha256: view.manifest.entries[name],
+                })
+                .collect();
+            inputs.push(PromoteInput {
+                arch: view.arch,
+                files,
+            });
+        }
+        if inputs.is_empty() {
+            return Err(Refusal::NotOnChannel {
+                version: version.clone(),
+                channel: source_name.to_string(),
+            }
+            .into());
+        }
+        if let Some(soak) = soak {
+            self.refuse_too_recent(&from, source_name, version, soak)?;
+        }
+        let origin = Origin {
+            channel: source_name.to_string(),
+            store: source.store.describe(),
+            seq: from.history.len(),
+            hash: from.history.head_hash(),
+        };
+        let opts = ReleaseOptions {
+            version: None,
+            allow_downgrade: false,
+            unyank: false,
+            settings: self.settings(),
+        };
+        let versions = [version.clone()];
+        self.write_from(
+            key,
+            dry_run,
+            (Action::Promote, &versions),
+            Some(source.store),
+            |ch| {
+                Ok(plan::plan_promote(
+                    self.store,
+                    ch,
+                    &inputs,
+                    version,
+                    origin.clone(),
+                    opts,
+                )?)
+            },
+        )
+    }
+
+    /// A pipeline promotes after a soak time: the source's history must show
+    /// the version published at least `soak` ago.
+    fn refuse_too_recent(
+        &self,
+        from: &Channel,
+        source_name: &str,
+        version: &Version,
+        soak: std::time::Duration,
+    ) -> Result<(), PublishError> {
+        let published = from
+            .history
+            .entries()
+            .rev()
+            .find(|e| {
+                matches!(e.action, Action::Publish | Action::Unyank | Action::Promote)
+                    && e.versions.first() == Some(version)
+            })
+            .map(|e| e.time.clone());
+        let since = published
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339(t).ok());
+        match since {
+            Some(t) if t + soak <= self.now => Ok(()),
+            _ => Err(Refusal::TooRecent {
+                version: version.clone(),
+                channel: source_name.to_string(),
+                since: published.unwrap_or_else(|| "an unknown time".into()),
+                soak: humantime::format_duration(soak).to_string(),
+                ready: since
+                    .map(|t| state::rfc3339(t + soak))
+                    .unwrap_or_else(|| "its publication is in the history".into()),
+            }
+            .into()),
+        }
     }
 
     /// Hashes or compresses every output's files. A payload the hosting
@@ -447,4 +579,58 @@ pub(super) fn upload(
         Some(e) => Err(e.into()),
         None => Ok(()),
     }
+}
+
+/// Copies the payloads a promotion needs from the source channel's store:
+/// server side where the two stores allow, else streamed through a
+/// temporary file (counted in the report's `upload_bytes`).
+pub(super) fn copy(
+    store: &dyn Store,
+    from: &dyn Store,
+    plan: &mut Plan,
+    events: &dyn Events,
+) -> Result<(), PublishError> {
+    for ap in &mut plan.arches {
+        for c in &ap.copies {
+            if store.copy_payload(ap.arch, &c.name, from, c.sha256, c.size)? {
+                events.detail(format!("{}: copied {} on the hosting", ap.arch, c.name));
+                fault::point("payload copied");
+                continue;
+            }
+            let tmp = tempfile::NamedTempFile::new().map_err(|source| PublishError::Io {
+                what: "creating a temporary file (set TMPDIR to a roomy filesystem)".into(),
+                source,
+            })?;
+            let mut file = std::io::BufWriter::new(tmp.as_file());
+            let got = from.download(ap.arch, &c.name, &mut file)?;
+            std::io::Write::flush(&mut file).map_err(|source| PublishError::Io {
+                what: format!("writing {}", tmp.path().display()),
+                source,
+            })?;
+            drop(file);
+            if got != Some(c.size) {
+                return Err(Refusal::Other(format!(
+                    "{}: {} is gone from the source channel or has {} bytes instead of {}",
+                    ap.arch,
+                    c.name,
+                    got.unwrap_or(0),
+                    c.size
+                ))
+                .into());
+            }
+            let source = crate::payload::Source::from_file(
+                tmp.path(),
+                crate::payload::PayloadDigest::known(c.sha256),
+            )
+            .map_err(|source| PublishError::Io {
+                what: format!("reading {}", tmp.path().display()),
+                source,
+            })?;
+            store.put_payload(ap.arch, &c.name, &source)?;
+            ap.streamed += c.size;
+            events.detail(format!("{}: copied {} through this machine", ap.arch, c.name));
+            fault::point("payload copied");
+        }
+    }
+    Ok(())
 }

@@ -22,6 +22,8 @@ pub struct ArchReport {
     /// Versions published after the write, newest first.
     pub versions: Vec<Version>,
     pub uploads: Vec<Upload>,
+    /// Payloads copied from the source channel (promote).
+    pub copies: Vec<String>,
     pub reused: Vec<String>,
     pub upload_bytes: u64,
     /// Payloads deleted after the commit (retention, withdrawn versions).
@@ -42,8 +44,9 @@ impl ArchReport {
             restored: p.restored.clone(),
             versions: p.versions.clone(),
             uploads: p.upload_list(),
+            copies: p.copies.iter().map(|c| c.name.clone()).collect(),
             reused: p.reused.clone(),
-            upload_bytes: p.upload_bytes(),
+            upload_bytes: p.upload_bytes() + p.streamed,
             deleted: vec![],
             interrupted_commit: false,
         }
@@ -68,7 +71,11 @@ pub struct Report {
     pub history_seq: Option<u64>,
     /// An interrupted write (its history entry) this run finished first.
     pub finished_interrupted: Option<u64>,
+    /// Payload bytes this machine sent to the hosting.
     pub upload_bytes: u64,
+    /// The channel a promotion took the version from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::ledger::Origin>,
     pub arches: Vec<ArchReport>,
 }
 
@@ -91,7 +98,9 @@ impl Report {
             already_published: !plan.changes(),
             history_seq: None,
             finished_interrupted: None,
-            upload_bytes: plan.upload_bytes(),
+            upload_bytes: plan.upload_bytes()
+                + plan.arches.iter().map(|a| a.streamed).sum::<u64>(),
+            source: plan.source.clone(),
             arches: plan
                 .arches
                 .iter()

@@ -518,6 +518,77 @@ impl Store for DirStore {
         remove_temporaries(&self.root, |m| !m.is_dir())
     }
 
+    /// A hard link from the other store's pool (same filesystem), else a
+    /// copy of the file by the kernel (`copy_file_range`).
+    fn copy_payload(
+        &self,
+        arch: Arch,
+        name: &str,
+        from: &dyn Store,
+        sha256: Digest,
+        size: u64,
+    ) -> Result<bool, StoreError> {
+        let Some(other) = (from as &dyn std::any::Any).downcast_ref::<DirStore>() else {
+            return Ok(false);
+        };
+        let src = match other.pool(arch)? {
+            Some(pool) => pool.join(name),
+            None => return Ok(false),
+        };
+        if real(&src, Want::File)?.is_none() {
+            return Err(StoreError::Layout {
+                path: src,
+                message: "is not there to copy".into(),
+            });
+        }
+        let pool = self
+            .internal(&[PAYLOADS, arch.systemd()], true)?
+            .expect("created");
+        let dst = pool.join(name);
+        if let Some((existing, _)) = hash_file(&dst, &mut |_| {})? {
+            return if existing == sha256 {
+                Ok(true)
+            } else {
+                Err(StoreError::Conflict {
+                    path: dst,
+                    existing: hash::to_hex(&existing),
+                })
+            };
+        }
+        if fs::hard_link(&src, &dst).is_err() {
+            let mut input = File::open(&src).map_err(StoreError::io("reading", &src))?;
+            write_atomic(&pool, name, &mut |w| std::io::copy(&mut input, w))?;
+        }
+        sync_dir(&pool).map_err(StoreError::io("syncing", &pool))?;
+        let got = fs::symlink_metadata(&dst).map_err(StoreError::io("reading", &dst))?;
+        if got.len() != size {
+            return Err(StoreError::Layout {
+                path: dst,
+                message: format!("copied {} bytes, the history records {size}", got.len()),
+            });
+        }
+        Ok(true)
+    }
+
+    fn download(
+        &self,
+        arch: Arch,
+        name: &str,
+        to: &mut dyn Write,
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(pool) = self.pool(arch)? else {
+            return Ok(None);
+        };
+        let path = pool.join(name);
+        if real(&path, Want::File)?.is_none() {
+            return Ok(None);
+        }
+        let mut f = File::open(&path).map_err(StoreError::io("reading", &path))?;
+        std::io::copy(&mut f, to)
+            .map(Some)
+            .map_err(StoreError::io("reading", &path))
+    }
+
     fn payload_hash(
         &self,
         arch: Arch,

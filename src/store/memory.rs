@@ -270,6 +270,54 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    /// Between memory stores the copy never leaves them.
+    fn copy_payload(
+        &self,
+        arch: Arch,
+        name: &str,
+        from: &dyn Store,
+        sha256: Digest,
+        _size: u64,
+    ) -> Result<bool, StoreError> {
+        let Some(other) = (from as &dyn std::any::Any).downcast_ref::<MemoryStore>() else {
+            return Ok(false);
+        };
+        let Some(bytes) = other.get(arch, name)? else {
+            return Err(StoreError::Layout {
+                path: location(&key(arch, name)),
+                message: "is not there to copy".into(),
+            });
+        };
+        let k = key(arch, name);
+        let mut files = self.files();
+        if let Some(existing) = files.get(&k) {
+            let theirs: Digest = sha2::Sha256::digest(existing).into();
+            if theirs != sha256 {
+                return Err(StoreError::Conflict {
+                    path: location(&k),
+                    existing: hash::to_hex(&theirs),
+                });
+            }
+            return Ok(true);
+        }
+        files.insert(k, bytes);
+        Ok(true)
+    }
+
+    fn download(
+        &self,
+        arch: Arch,
+        name: &str,
+        to: &mut dyn std::io::Write,
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(bytes) = self.get(arch, name)? else {
+            return Ok(None);
+        };
+        to.write_all(&bytes)
+            .map_err(StoreError::io("writing", &location(&key(arch, name))))?;
+        Ok(Some(bytes.len() as u64))
+    }
+
     fn hash(
         &self,
         arch: Arch,

@@ -102,7 +102,7 @@ pub(crate) fn stored_digest(source: &Source) -> Result<Digest, StoreError> {
         .map_err(StoreError::io("reading", &source.path))
 }
 
-pub trait Store: Send + Sync {
+pub trait Store: std::any::Any + Send + Sync {
     /// Human description (path or URL), for messages.
     fn describe(&self) -> String;
 
@@ -189,6 +189,31 @@ pub trait Store: Send + Sync {
         name: &str,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Option<(Digest, u64)>, StoreError>;
+
+    /// Copies a payload published by another channel's store into this
+    /// one, create-only, without its bytes passing through this process
+    /// where both are the same kind of store in the same place (hard link
+    /// on one filesystem, CopyObject in one bucket, WebDAV COPY on one
+    /// server). Checked by size afterwards. `Ok(false)`: they are not, the
+    /// caller streams it through [`Store::download`] and `put_payload`.
+    fn copy_payload(
+        &self,
+        _arch: Arch,
+        _name: &str,
+        _from: &dyn Store,
+        _sha256: Digest,
+        _size: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    /// Streams a stored payload into `to`; `None` when absent.
+    fn download(
+        &self,
+        arch: Arch,
+        name: &str,
+        to: &mut dyn std::io::Write,
+    ) -> Result<Option<u64>, StoreError>;
 
     /// How many payloads `apply_release` uploads at once.
     fn parallel_uploads(&self) -> usize {
@@ -303,6 +328,14 @@ impl Store for Unavailable {
         _: &str,
         _: &mut dyn FnMut(u64),
     ) -> Result<Option<(Digest, u64)>, StoreError> {
+        self.err()
+    }
+    fn download(
+        &self,
+        _: Arch,
+        _: &str,
+        _: &mut dyn std::io::Write,
+    ) -> Result<Option<u64>, StoreError> {
         self.err()
     }
     fn hashes_while_uploading(&self) -> bool {

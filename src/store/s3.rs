@@ -386,6 +386,41 @@ impl Backend for S3 {
             .map_err(failure)
     }
 
+    /// CopyObject within the bucket: the bytes never leave S3, and the
+    /// object keeps its metadata (sha256, Cache-Control).
+    fn copy_from(&self, other: &dyn Backend, from: &str, to: &str) -> Result<bool, Failure> {
+        let Some(other) = (other as &dyn std::any::Any).downcast_ref::<S3>() else {
+            return Ok(false);
+        };
+        if other.bucket != self.bucket {
+            return Ok(false);
+        }
+        let (from, to) = (other.path(from)?, self.path(to)?);
+        self.rt
+            .block_on(self.store.copy(&from, &to))
+            .map_err(failure)?;
+        Ok(true)
+    }
+
+    fn download(&self, key: &str, to: &mut dyn std::io::Write) -> Result<Option<u64>, Failure> {
+        let path = self.path(key)?;
+        self.rt.block_on(async {
+            let r = match self.store.get_opts(&path, GetOptions::default()).await {
+                Ok(r) => r,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(failure(e)),
+            };
+            let mut stream = r.into_stream();
+            let mut n = 0;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(failure)?;
+                to.write_all(&chunk).map_err(local)?;
+                n += chunk.len() as u64;
+            }
+            Ok(Some(n))
+        })
+    }
+
     fn delete(&self, key: &str) -> Result<(), Failure> {
         let path = self.path(key)?;
         match self.rt.block_on(self.store.delete(&path)) {

@@ -240,6 +240,10 @@ fn propfind() -> Method {
     Method::from_bytes(b"PROPFIND").expect("valid method")
 }
 
+fn copy_method() -> Method {
+    Method::from_bytes(b"COPY").expect("valid method")
+}
+
 fn move_method() -> Method {
     Method::from_bytes(b"MOVE").expect("valid method")
 }
@@ -550,6 +554,49 @@ impl Backend for WebDav {
             let _ = self.delete(&tmp);
         }
         result
+    }
+
+    /// `COPY` on the same server (scheme, host and port): the bytes stay
+    /// there. `Overwrite: F` makes it create-only.
+    fn copy_from(&self, other: &dyn Backend, from: &str, to: &str) -> Result<bool, Failure> {
+        let Some(other) = (other as &dyn std::any::Any).downcast_ref::<WebDav>() else {
+            return Ok(false);
+        };
+        if other.base.origin() != self.base.origin() {
+            return Ok(false);
+        }
+        let dir = to.rsplit_once('/').map_or("", |(d, _)| d);
+        self.ensure_dir(dir)?;
+        let resp = self.send(
+            self.request(copy_method(), other.at(from))
+                .header("Destination", self.at(to).as_str())
+                .header("Overwrite", "F"),
+        )?;
+        if resp.status().is_success() {
+            Ok(true)
+        } else {
+            Err(self.status_failure(resp))
+        }
+    }
+
+    fn download(&self, key: &str, to: &mut dyn std::io::Write) -> Result<Option<u64>, Failure> {
+        let resp = self.send(self.streaming(Method::GET, self.at(key)))?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => return Ok(None),
+            _ => return Err(self.status_failure(resp)),
+        }
+        self.rt.block_on(async {
+            let mut stream = resp.bytes_stream();
+            let mut n = 0;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(transport)?;
+                to.write_all(&chunk)
+                    .map_err(|e| Failure::fatal(format!("writing a download: {e}")))?;
+                n += chunk.len() as u64;
+            }
+            Ok(Some(n))
+        })
     }
 
     fn delete(&self, key: &str) -> Result<(), Failure> {

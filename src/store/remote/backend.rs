@@ -125,7 +125,7 @@ impl Op {
 
 /// Transport primitives. Keys are relative to the channel root
 /// (`x86-64/SHA256SUMS`); `""` is the root itself.
-pub(crate) trait Backend: Send + Sync + 'static {
+pub(crate) trait Backend: std::any::Any + Send + Sync {
     fn describe(&self) -> String;
     fn url(&self, key: &str) -> String;
     /// Entries directly below `dir`; empty when `dir` does not exist.
@@ -151,6 +151,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Streams a payload in, create-only where the server can enforce it
     /// (`Precondition` when the name is taken).
     fn put_payload(&self, key: &str, source: &Source) -> Result<(), Failure>;
+    /// A server-side copy of `other`'s `from` to our `to`, create-only
+    /// (`Precondition` when `to` exists); `Ok(false)` when `other` is not on
+    /// the same server (or bucket), so the bytes would have to pass through us.
+    fn copy_from(&self, _other: &dyn Backend, _from: &str, _to: &str) -> Result<bool, Failure> {
+        Ok(false)
+    }
+    /// Streams an object into `to`; `None` when absent.
+    fn download(&self, key: &str, to: &mut dyn std::io::Write) -> Result<Option<u64>, Failure>;
     /// Deletes an object; absent is fine.
     fn delete(&self, key: &str) -> Result<(), Failure>;
     /// Removes what interrupted uploads and commits may have left in an arch

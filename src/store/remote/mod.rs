@@ -267,6 +267,68 @@ impl Store for RemoteStore {
         Ok(())
     }
 
+    fn copy_payload(
+        &self,
+        arch: Arch,
+        name: &str,
+        from: &dyn Store,
+        sha256: Digest,
+        size: u64,
+    ) -> Result<bool, StoreError> {
+        let Some(other) = (from as &dyn std::any::Any).downcast_ref::<RemoteStore>() else {
+            return Ok(false);
+        };
+        let k = key(arch, name);
+        let copied = if self.shared.head(&k)?.is_some() {
+            true
+        } else {
+            match retry::attempt(|| self.backend().copy_from(other.backend(), &k, &k)) {
+                Ok(copied) => copied,
+                Err(f) if f.kind == Kind::Precondition => true,
+                Err(f) => return Err(self.shared.error(Op::Write, &k, f)),
+            }
+        };
+        if !copied {
+            return Ok(false);
+        }
+        match self.payload_hash(arch, name, &mut |_| {})? {
+            Some((h, got)) if h == sha256 && got == size => {}
+            Some((h, got)) if got == size => {
+                return Err(StoreError::Conflict {
+                    path: self.backend().url(&k).into(),
+                    existing: crate::hash::to_hex(&h),
+                })
+            }
+            found => {
+                return Err(StoreError::Remote {
+                    op: "verifying",
+                    url: self.backend().url(&k),
+                    status: None,
+                    message: format!(
+                        "the copy has {} bytes, the source {size}",
+                        found.map_or(0, |(_, n)| n)
+                    ),
+                    hint: "run the command again".into(),
+                })
+            }
+        }
+        locked(&self.shared.hashes).insert(k, (sha256, size));
+        Ok(true)
+    }
+
+    fn download(
+        &self,
+        arch: Arch,
+        name: &str,
+        to: &mut dyn std::io::Write,
+    ) -> Result<Option<u64>, StoreError> {
+        let k = key(arch, name);
+        // Not retried: a partial write to `to` cannot be taken back.
+        self.backend()
+            .download(&k, to)
+            .map_err(|f| self.shared.error(Op::Read, &k, f))
+    }
+
     fn commit(
         &self,
         arch: Arch,
