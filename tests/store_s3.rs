@@ -26,6 +26,15 @@ fn s3_server_gone_mid_upload_resumes() {
     );
 }
 
+/// Promotion copies objects inside the bucket: through the relay go the
+/// manifests, signatures and history only.
+#[test]
+fn s3_promote_sends_no_payload_bytes() {
+    let moto = Moto::start();
+    let relay = Relay::start(moto.port);
+    promote_copies_payloads_on_the_hosting(&Site::s3_at(&moto, relay.port), Some(&relay));
+}
+
 #[test]
 fn s3_403_names_the_object_and_the_credential() {
     let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);

@@ -29,6 +29,15 @@ fn webdav_server_gone_mid_upload_resumes() {
     );
 }
 
+/// Promotion copies files on the server (WebDAV COPY): through the relay go
+/// the manifests, signatures and history only.
+#[test]
+fn webdav_promote_sends_no_payload_bytes() {
+    let nginx = Nginx::start();
+    let relay = Relay::start(nginx.http_port);
+    promote_copies_payloads_on_the_hosting(&Site::webdav_at(&nginx, relay.port), Some(&relay));
+}
+
 const USER: &str = "SYSUPDATE_PUBLISH_WEBDAV_USER";
 const PASSWORD: &str = "SYSUPDATE_PUBLISH_WEBDAV_PASSWORD";
 

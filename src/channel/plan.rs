@@ -427,7 +427,8 @@ pub fn plan_release(
     }
     let mut plan = Plan::new(Action::Publish, vec![version.clone()], None);
     for input in inputs {
-        let (mut ap, uploads) = plan_arch(store, channel, input.arch, &input.payloads, &version, opts)?;
+        let (mut ap, uploads) =
+            plan_arch(store, channel, input.arch, &input.payloads, &version, opts)?;
         ap.uploads = uploads;
         ap.complete_hashes(false)?;
         let files = plan

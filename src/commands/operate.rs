@@ -163,7 +163,10 @@ pub(super) fn promote(ctx: &Ctx, args: PromoteArgs) -> Result<Outcome> {
     let mut to_config = from_config.clone();
     to_config.select(Some(&args.to))?;
     let (key, keyring) = load_keys(&to_config, &ctx.ui)?;
-    let (from_store, to_store) = (from_config.channel.open_store(), to_config.channel.open_store());
+    let (from_store, to_store) = (
+        from_config.channel.open_store(),
+        to_config.channel.open_store(),
+    );
     let source = publisher(ctx, &from_config, from_store.as_ref(), &keyring)?;
     let target = publisher(ctx, &to_config, to_store.as_ref(), &keyring)?;
     let r = target.promote(&key, &source, &args.from, &v, soak, args.dry_run)?;

@@ -19,12 +19,12 @@ use crate::compress;
 use crate::fault;
 use crate::hash;
 use crate::ledger::{Action, Origin};
-use crate::version::Version;
 use crate::progress::Events;
 use crate::signing::Signer;
 use crate::stage::{self, InputFile, Payload};
 use crate::store::{Store, StoreError};
 use crate::transfer::Transfer;
+use crate::version::Version;
 
 /// What `release` publishes and how.
 #[derive(Clone, Debug)]
@@ -220,9 +220,7 @@ impl Publisher<'_> {
                 .values()
                 .map(|name| Copied {
                     name: name.clone(),
-                    size: record
-                        .and_then(|r| r.files.get(name))
-                        .map_or(0, |f| f.size),
+                    size: record.and_then(|r| r.files.get(name)).map_or(0, |f| f.size),
                     sha256: view.manifest.entries[name],
                 })
                 .collect();
@@ -628,7 +626,10 @@ pub(super) fn copy(
             })?;
             store.put_payload(ap.arch, &c.name, &source)?;
             ap.streamed += c.size;
-            events.detail(format!("{}: copied {} through this machine", ap.arch, c.name));
+            events.detail(format!(
+                "{}: copied {} through this machine",
+                ap.arch, c.name
+            ));
             fault::point("payload copied");
         }
     }

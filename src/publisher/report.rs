@@ -98,8 +98,7 @@ impl Report {
             already_published: !plan.changes(),
             history_seq: None,
             finished_interrupted: None,
-            upload_bytes: plan.upload_bytes()
-                + plan.arches.iter().map(|a| a.streamed).sum::<u64>(),
+            upload_bytes: plan.upload_bytes() + plan.arches.iter().map(|a| a.streamed).sum::<u64>(),
             source: plan.source.clone(),
             arches: plan
                 .arches

@@ -25,7 +25,7 @@ use crate::common::*;
 
 /// Everything stored for the channel, with its bytes (`None`: a dangling
 /// link of the directory store).
-fn contents(ch: &Chan) -> BTreeMap<String, Option<Vec<u8>>> {
+pub fn contents(ch: &Chan) -> BTreeMap<String, Option<Vec<u8>>> {
     ch.stored()
         .into_iter()
         .map(|rel| {
@@ -37,7 +37,7 @@ fn contents(ch: &Chan) -> BTreeMap<String, Option<Vec<u8>>> {
 
 /// Runs a command that must exit `code` with a message naming every one
 /// of `names`, and must not change anything stored. Returns the message.
-fn unchanged_after(ch: &Chan, cmd: &[String], code: i32, names: &[&str]) -> String {
+pub fn unchanged_after(ch: &Chan, cmd: &[String], code: i32, names: &[&str]) -> String {
     let before = contents(ch);
     let err = stderr(&ch.run(cmd, code));
     for name in names {

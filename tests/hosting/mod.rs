@@ -802,6 +802,15 @@ impl Site {
         format!("{endpoint}/{BUCKET}/{key}")
     }
 
+    /// Where a key of a directory-backed site (WebDAV, directory store)
+    /// lives on disk.
+    pub fn path(&self, key: &str) -> PathBuf {
+        match &self.backing {
+            Backing::Files { root } => root.join(key),
+            Backing::S3 { .. } => panic!("{key}: an S3 site has no files"),
+        }
+    }
+
     /// The stored bytes at `key` (relative to the site root, e.g.
     /// `chan-x/x86-64/SHA256SUMS`), `None` when absent. Files are read
     /// through symlinks.
@@ -1024,6 +1033,7 @@ macro_rules! hosting_scenarios {
                 @tests let $server = $start;
                 device_view_matches_the_directory_backend($view),
                 killed_at_every_point_of_every_write_the_channel_verifies_and_a_rerun_finishes($site),
+                promote_copies_payloads_on_the_hosting_directly($site),
                 concurrent_releases_of_two_versions_both_land($site),
                 raw_hosting_edits_reach_devices_and_a_restore_rolls_everything_back($site),
                 an_older_signed_manifest_put_back_is_refused_until_repaired($site),
@@ -1047,4 +1057,5 @@ macro_rules! hosting_scenarios {
 
 pub mod crash;
 pub mod holes;
+pub mod promote;
 pub mod scenarios;

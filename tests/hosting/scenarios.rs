@@ -16,6 +16,10 @@ pub use super::holes::{
     history_and_manifests_rolled_back_together_only_the_remembered_head_tells,
     payload_bytes_changed_under_a_published_name_are_found_and_uploaded_again,
 };
+#[allow(unused_imports)]
+pub use super::promote::{
+    promote_copies_payloads_on_the_hosting, promote_copies_payloads_on_the_hosting_directly,
+};
 use super::{fake_xz, fetch, http, Layout, Relay, Site, Snapshot};
 use crate::common::*;
 
@@ -28,6 +32,10 @@ pub struct Chan<'a> {
     pub site: &'a Site,
     pub prefix: String,
     pub config: PathBuf,
+    /// For a two-channel config: `--channel` for every command, and the
+    /// prefix of the other channel (what `promote` takes from).
+    pub channel: Option<String>,
+    pub source_prefix: Option<String>,
     _dir: tempfile::TempDir,
     /// Where this channel's remembered history head lives.
     state: tempfile::TempDir,
@@ -56,9 +64,36 @@ impl<'a> Chan<'a> {
             site,
             prefix,
             config,
+            channel: None,
+            source_prefix: None,
             _dir: dir,
             state: tempfile::tempdir().unwrap(),
         }
+    }
+
+    /// Two channels on the site, `canary` and `stable` (each its own
+    /// prefix, both in one config): the Chan works on `stable`; `canary` is
+    /// what promotions take from.
+    pub fn pair(site: &'a Site, keys: &Keys, extra: &str) -> Chan<'a> {
+        let mut ch = Chan::new(site, keys, extra);
+        let base = ch.prefix.clone();
+        let table = |name: &str| {
+            format!(
+                "[channels.{name}]\nstore = \"{}/{base}-{name}\"\n{extra}\n{}\n",
+                site.store, site.extra
+            )
+        };
+        let text = std::fs::read_to_string(&ch.config).unwrap();
+        let rest = &text[text.find("[signing]").unwrap()..];
+        std::fs::write(
+            &ch.config,
+            format!("{}{}{rest}", table("canary"), table("stable")),
+        )
+        .unwrap();
+        ch.prefix = format!("{base}-stable");
+        ch.source_prefix = Some(format!("{base}-canary"));
+        ch.channel = Some("stable".into());
+        ch
     }
 
     /// Forgets the history head this machine remembers for the channel, as
@@ -74,6 +109,12 @@ impl<'a> Chan<'a> {
             .env("SYSUPDATE_PUBLISH_STATE_DIR", self.state.path())
             .arg("--config")
             .arg(&self.config)
+            .args(
+                self.channel
+                    .iter()
+                    .filter(|_| !args.iter().any(|a| a == "--channel"))
+                    .flat_map(|c| ["--channel", c.as_str()]),
+            )
             .args(args);
         c
     }
