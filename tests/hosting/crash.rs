@@ -23,6 +23,8 @@ use crate::common::*;
 struct Case {
     name: &'static str,
     channel: &'static str,
+    /// Two channels, canary and stable (see [`Chan::pair`]).
+    pair: bool,
     setup: Vec<Vec<String>>,
     command: Vec<String>,
 }
@@ -32,17 +34,20 @@ fn cases() -> Vec<Case> {
         Case {
             name: "release",
             channel: "keep = 1",
+            pair: false,
             setup: vec![release("17")],
             command: release("18"),
         },
         Case {
             name: "yank",
+            pair: false,
             channel: "keep = 2",
             setup: vec![release("17"), release("18")],
             command: strs(&["yank", "18", "--reason", "bricks"]),
         },
         Case {
             name: "unyank",
+            pair: false,
             channel: "keep = 2",
             setup: vec![
                 release("17"),
@@ -53,17 +58,37 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "rollback",
+            pair: false,
             channel: "keep = 2",
             setup: vec![release("17"), release("18")],
             command: strs(&["rollback", "17", "--reason", "18 bricks"]),
         },
         Case {
             name: "refresh",
+            pair: false,
             channel: "keep = 2\nsignature-lifetime = \"30d\"",
             setup: vec![release("17"), release("18")],
             command: strs(&["refresh"]),
         },
+        Case {
+            name: "promote",
+            channel: "keep = 2",
+            pair: true,
+            setup: vec![
+                [strs(&["--channel", "stable"]), release("17")].concat(),
+                [strs(&["--channel", "canary"]), release("18")].concat(),
+            ],
+            command: strs(&["promote", "18", "--from", "canary", "--to", "stable"]),
+        },
     ]
+}
+
+fn channel<'a>(site: &'a Site, keys: &Keys, case: &Case) -> Chan<'a> {
+    if case.pair {
+        Chan::pair(site, keys, case.channel)
+    } else {
+        Chan::new(site, keys, case.channel)
+    }
 }
 
 /// Every arch's listed names (without BEST-BEFORE), as devices see them.
@@ -127,7 +152,7 @@ pub fn killed_at_every_point_of_every_write_the_channel_verifies_and_a_rerun_fin
     let keys = keygen();
     for case in cases() {
         // The same write without a kill: what every rerun must end at.
-        let reference = Chan::new(site, &keys, case.channel);
+        let reference = channel(site, &keys, &case);
         for cmd in &case.setup {
             reference.run(cmd, 0);
         }
@@ -136,7 +161,7 @@ pub fn killed_at_every_point_of_every_write_the_channel_verifies_and_a_rerun_fin
         let new = listed(&reference);
         let want_stored = stored(&reference);
 
-        let ch = Chan::new(site, &keys, case.channel);
+        let ch = channel(site, &keys, &case);
         for cmd in &case.setup {
             ch.run(cmd, 0);
         }
