@@ -6,7 +6,8 @@
 //!
 //! Layers, from the bottom up (a module never imports one above it):
 //! - formats: `arch`, `version`, `pattern`, `transfer`, `manifest` (with
-//!   the layout's file names), `hash`, `compress`, `signing`;
+//!   the layout's file names), `hash`, `compress`, `signing`, `image`
+//!   (what a payload holds: PE, GPT, file system);
 //! - payloads: `payload` (identity: stamp, digest), `stage`, `nix`;
 //! - hosting: `store` (one trait; directory, S3, WebDAV, memory), `http`;
 //! - channel: `ledger` (the history), `channel` (read + verify +
@@ -25,6 +26,7 @@ pub mod config;
 pub mod fault;
 pub mod hash;
 pub mod http;
+pub mod image;
 pub mod ledger;
 pub mod manifest;
 pub mod nix;
