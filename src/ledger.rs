@@ -124,6 +124,18 @@ pub struct Entry {
     /// by versions before the history became the source of truth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<State>,
+    /// Preflight checks the release skipped, and why. Absent (not an empty
+    /// list) when none was, so entries written before it existed and
+    /// entries without skips serialize alike.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_checks: Vec<SkippedCheck>,
+}
+
+/// A preflight check a release was published without (`--skip-check`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedCheck {
+    pub check: String,
+    pub reason: String,
 }
 
 /// What a write adds to the history (the ledger fills in the rest).
@@ -134,6 +146,7 @@ pub struct Draft {
     pub files: Files,
     pub reason: Option<String>,
     pub state: State,
+    pub skipped_checks: Vec<SkippedCheck>,
 }
 
 #[derive(Debug, Error)]
@@ -271,6 +284,7 @@ impl Ledger {
             signer: key.fingerprint(),
             prev: self.head_hash(),
             state: Some(draft.state),
+            skipped_checks: draft.skipped_checks,
         };
         let json = serde_json::to_string(&entry).expect("entries serialize");
         // No expiry: history must stay verifiable forever.
@@ -402,6 +416,7 @@ mod tests {
             files: files(version, name),
             reason: reason.map(str::to_string),
             state: [(x86(), ArchRecord::new(&m, &[(name.to_string(), 7)].into()))].into(),
+            skipped_checks: vec![],
         }
     }
 

@@ -8,7 +8,8 @@
 //! - formats: `arch`, `version`, `pattern`, `transfer`, `manifest` (with
 //!   the layout's file names), `hash`, `compress`, `signing`, `image`
 //!   (what a payload holds: PE, GPT, file system);
-//! - payloads: `payload` (identity: stamp, digest), `stage`, `nix`;
+//! - payloads: `payload` (identity: stamp, digest), `stage`, `nix`,
+//!   `preflight` (content checks on staged payloads);
 //! - hosting: `store` (one trait; directory, S3, WebDAV, memory), `http`;
 //! - channel: `ledger` (the history), `channel` (read + verify +
 //!   cross-check, problems, planning, refusals, device view);
@@ -32,6 +33,7 @@ pub mod manifest;
 pub mod nix;
 pub mod pattern;
 pub mod payload;
+pub mod preflight;
 pub mod progress;
 pub mod publisher;
 pub mod sdsyntax;

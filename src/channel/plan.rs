@@ -148,6 +148,8 @@ pub struct Plan {
     pub arches: Vec<ArchPlan>,
     /// For the history: version → arch → name → hash of the files concerned.
     pub files: Files,
+    /// Preflight checks skipped, for the history.
+    pub skipped_checks: Vec<crate::ledger::SkippedCheck>,
 }
 
 impl Plan {
@@ -159,6 +161,7 @@ impl Plan {
             reason,
             arches: vec![],
             files: Files::new(),
+            skipped_checks: vec![],
         }
     }
 

@@ -130,6 +130,8 @@ pub enum Refusal {
         name: String,
         sha256: String,
     },
+    #[error(transparent)]
+    Preflight(#[from] crate::preflight::Refused),
     #[error("{0}")]
     Other(String),
 }

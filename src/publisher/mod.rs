@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
-pub use release::{ReleaseRequest, RepairRequest};
+pub use release::{ReleaseRequest, RepairRequest, Skip};
 pub use report::{ArchReport, Report};
 
 use crate::arch::Arch;
@@ -306,6 +306,7 @@ impl<'a> Publisher<'a> {
                 files: plan.files.clone(),
                 reason: plan.reason.clone(),
                 state: state.clone(),
+                skipped_checks: plan.skipped_checks.clone(),
             },
         )?;
         self.store
@@ -614,6 +615,7 @@ impl<'a> Publisher<'a> {
                 files: Default::default(),
                 reason: plan.reason.clone(),
                 state,
+                skipped_checks: vec![],
             },
         )?;
         self.store
