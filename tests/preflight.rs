@@ -266,6 +266,14 @@ fn a_uki_too_large_for_the_esp_times_instances_is_refused_and_a_skip_is_recorded
         "{ledger}"
     );
     assert_channel_verifies(&ch.store, &ch._keys.keyring);
+    let status = run(bin().arg("--config").arg(&ch.config).arg("status"), 0);
+    let out = String::from_utf8_lossy(&status.stdout).into_owned() + &stderr(&status);
+    assert!(
+        out.contains(
+            "published without preflight check esp-size (devices have a 1 GiB ESP since batch 7)"
+        ),
+        "{out}"
+    );
 }
 
 #[test]

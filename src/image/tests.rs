@@ -17,20 +17,16 @@ pub(crate) fn sfdisk_image(types: &[&str]) -> Vec<u8> {
         let guid = gpt_guid(t);
         script += &format!("size=1MiB, type={guid}\n");
     }
-    let mut child = Command::new("sfdisk")
+    // The partitioning script from a file: sfdisk reads it on stdin.
+    let script_file = dir.path().join("script");
+    std::fs::write(&script_file, script).unwrap();
+    let status = Command::new("sfdisk")
         .arg("--quiet")
         .arg(&img)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("sfdisk (util-linux) is needed for GPT tests");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "sfdisk failed");
+        .stdin(std::fs::File::open(&script_file).unwrap())
+        .status()
+        .expect("sfdisk (fdisk package) is needed for GPT tests");
+    assert!(status.success(), "sfdisk failed");
     std::fs::read(&img).unwrap()
 }
 
