@@ -156,6 +156,16 @@ pub struct ReleaseArgs {
     /// Allow publishing a version that was yanked
     #[arg(long)]
     pub unyank: bool,
+
+    /// Publish without this preflight check (repeatable; `all` for every one):
+    /// uki-arch, uki-version, uki-image-id, esp-size, partition-size, gpt-arch,
+    /// image-format. Recorded in the history with --reason
+    #[arg(long = "skip-check", value_name = "NAME")]
+    pub skip_checks: Vec<String>,
+
+    /// Why checks are skipped, for the history (required with --skip-check)
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 #[derive(Args, Debug)]

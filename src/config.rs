@@ -48,6 +48,18 @@ struct Raw {
     #[serde(default)]
     transfers: RawTransfers,
     nix: Option<RawNix>,
+    #[serde(default)]
+    checks: RawChecks,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawChecks {
+    image_id: Option<String>,
+    esp_size: Option<toml::Value>,
+    esp_reserved: Option<toml::Value>,
+    #[serde(default)]
+    partition_size: std::collections::BTreeMap<String, toml::Value>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -156,6 +168,8 @@ pub struct Config {
     pub signing: Signing,
     pub transfers: Transfers,
     pub nix: Option<Nix>,
+    /// `[checks]`: what preflight compares payloads with.
+    pub checks: crate::preflight::Settings,
 }
 
 impl Config {
@@ -338,6 +352,8 @@ impl Config {
             })
             .transpose()?;
 
+        let checks = checks(raw.checks, &invalid)?;
+
         Ok(Config {
             file: file.to_path_buf(),
             channel,
@@ -346,6 +362,7 @@ impl Config {
             signing,
             transfers,
             nix,
+            checks,
         })
     }
 }
@@ -432,6 +449,110 @@ fn parse_channel(
         expiry_warning,
         parallel_uploads,
     })
+}
+
+/// `[checks]`: sizes as bytes or with a binary suffix ("512M" = 512 MiB,
+/// as systemd-repart reads sizes).
+fn checks(
+    raw: RawChecks,
+    invalid: &dyn Fn(&'static str, String) -> ConfigError,
+) -> Result<crate::preflight::Settings, ConfigError> {
+    if let Some(id) = &raw.image_id {
+        let ok = !id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+        if !ok {
+            return Err(invalid(
+                "checks.image-id",
+                format!("{id:?}: os-release IMAGE_ID is lowercase letters, digits and ._-"),
+            ));
+        }
+    }
+    let size = |key: &'static str, v: &toml::Value| match v {
+        toml::Value::Integer(n) if *n > 0 => Ok(*n as u64),
+        toml::Value::String(s) => parse_size(s).map_err(|m| invalid(key, m)),
+        other => Err(invalid(
+            key,
+            format!("{other}: give bytes or a size like \"512M\""),
+        )),
+    };
+    let esp_size = raw
+        .esp_size
+        .as_ref()
+        .map(|v| size("checks.esp-size", v))
+        .transpose()?;
+    let esp_reserved = raw
+        .esp_reserved
+        .as_ref()
+        .map(|v| size("checks.esp-reserved", v))
+        .transpose()?
+        .unwrap_or(0);
+    match esp_size {
+        None if esp_reserved > 0 => {
+            return Err(invalid(
+                "checks.esp-reserved",
+                "only means something with checks.esp-size".into(),
+            ))
+        }
+        Some(s) if esp_reserved >= s => {
+            return Err(invalid(
+                "checks.esp-reserved",
+                format!("{esp_reserved} bytes leave nothing of esp-size ({s} bytes) for UKIs"),
+            ))
+        }
+        _ => {}
+    }
+    let mut partition_sizes = std::collections::BTreeMap::new();
+    for (name, v) in &raw.partition_size {
+        let n = size("checks.partition-size", v).map_err(|e| match e {
+            ConfigError::Invalid { path, key, message } => ConfigError::Invalid {
+                path,
+                key,
+                message: format!("{name:?}: {message}"),
+            },
+            e => e,
+        })?;
+        partition_sizes.insert(name.clone(), n);
+    }
+    Ok(crate::preflight::Settings {
+        image_id: raw.image_id,
+        esp_size,
+        esp_reserved,
+        partition_sizes,
+    })
+}
+
+/// "512M", "1.5G", "4096", "2GiB": bytes, with K/M/G/T meaning powers of 1024.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, shift) = match t.chars().last() {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        Some('T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let bad = || format!("{s:?} is not a size like \"512M\", \"2G\" or a number of bytes");
+    let bytes = if let Ok(n) = num.parse::<u64>() {
+        n.checked_shl(shift)
+            .filter(|b| b >> shift == n)
+            .ok_or_else(bad)?
+    } else {
+        let f: f64 = num.parse().map_err(|_| bad())?;
+        if !f.is_finite() || f < 0.0 || f * ((1u64 << shift) as f64) >= u64::MAX as f64 {
+            return Err(bad());
+        }
+        (f * (1u64 << shift) as f64) as u64
+    };
+    if bytes == 0 {
+        return Err(format!("{s:?} is zero bytes"));
+    }
+    Ok(bytes)
 }
 
 /// Removes `.` and `..` lexically, so messages show `/repo/public`, not
@@ -654,10 +775,70 @@ systems = ["x86_64-linux", "arm64"]
         assert!(err("").contains("missing"));
     }
 
+    #[test]
+    fn checks_section() {
+        let c = parse(&format!(
+            "{GOOD}[checks]\nimage-id = \"appliance\"\nesp-size = \"512M\"\nesp-reserved = 16777216\n[checks.partition-size]\n60-store = \"1.5G\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.checks.image_id.as_deref(), Some("appliance"));
+        assert_eq!(c.checks.esp_size, Some(512 << 20));
+        assert_eq!(c.checks.esp_reserved, 16 << 20);
+        assert_eq!(c.checks.partition_sizes["60-store"], 3 << 29);
+        assert_eq!(parse(GOOD).unwrap().checks, Default::default());
+        for (extra, needle) in [
+            ("image-id = \"Appliance\"", "`checks.image-id`"),
+            ("esp-size = \"lots\"", "`checks.esp-size`"),
+            ("esp-size = -5", "`checks.esp-size`"),
+            ("esp-reserved = \"1M\"", "`checks.esp-reserved`: only"),
+            ("esp-size = \"1M\"\nesp-reserved = \"1M\"", "leave nothing"),
+            ("[checks.partition-size]\n60-store = \"2X\"", "\"60-store\""),
+            ("esp-sise = 1", "esp-sise"),
+        ] {
+            let e = err(&format!("{GOOD}[checks]\n{extra}\n"));
+            assert!(e.contains(needle), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        for (s, n) in [
+            ("4096", 4096),
+            ("512M", 512 << 20),
+            ("512MiB", 512 << 20),
+            ("2G", 2 << 30),
+            ("1.5G", 3 << 29),
+            ("64K", 64 << 10),
+            ("1T", 1 << 40),
+            ("100B", 100),
+        ] {
+            assert_eq!(parse_size(s), Ok(n), "{s}");
+        }
+        for bad in [
+            "",
+            "M",
+            "0",
+            "-1M",
+            "1.2.3G",
+            "99999999999T",
+            "NaNG",
+            "infM",
+            "5 M",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_text_never_panics(s in "\\PC{0,200}") {
             let _ = parse(&s);
+        }
+        #[test]
+        fn sizes_never_panic_and_whole_units_are_exact(s in "\\PC{0,12}", n in 1u64..1_000_000, unit in 0usize..4) {
+            let _ = parse_size(&s);
+            let (suffix, shift) = [("K", 10), ("M", 20), ("G", 30), ("", 0)][unit];
+            proptest::prop_assert_eq!(parse_size(&format!("{n}{suffix}")), Ok(n << shift));
         }
         #[test]
         fn mutated_good_config_never_panics(pos in 0usize..400, ch in proptest::char::any()) {

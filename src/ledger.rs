@@ -129,6 +129,11 @@ pub struct Entry {
     /// Where a promoted version came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Origin>,
+    /// Preflight checks the release skipped, and why. Absent (not an empty
+    /// list) when none was, so entries written before it existed and
+    /// entries without skips serialize alike.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_checks: Vec<SkippedCheck>,
 }
 
 /// The channel and history head a promotion took its version from, so the
@@ -142,6 +147,13 @@ pub struct Origin {
     pub hash: String,
 }
 
+/// A preflight check a release was published without (`--skip-check`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedCheck {
+    pub check: String,
+    pub reason: String,
+}
+
 /// What a write adds to the history (the ledger fills in the rest).
 #[derive(Clone, Debug)]
 pub struct Draft {
@@ -151,6 +163,7 @@ pub struct Draft {
     pub reason: Option<String>,
     pub state: State,
     pub source: Option<Origin>,
+    pub skipped_checks: Vec<SkippedCheck>,
 }
 
 #[derive(Debug, Error)]
@@ -289,6 +302,7 @@ impl Ledger {
             prev: self.head_hash(),
             state: Some(draft.state),
             source: draft.source,
+            skipped_checks: draft.skipped_checks,
         };
         let json = serde_json::to_string(&entry).expect("entries serialize");
         // No expiry: history must stay verifiable forever.
@@ -422,6 +436,7 @@ mod tests {
             reason: reason.map(str::to_string),
             state: [(x86(), ArchRecord::new(&m, &[(name.to_string(), 7)].into()))].into(),
             source: None,
+            skipped_checks: vec![],
         }
     }
 

@@ -6,8 +6,10 @@
 //!
 //! Layers, from the bottom up (a module never imports one above it):
 //! - formats: `arch`, `version`, `pattern`, `transfer`, `manifest` (with
-//!   the layout's file names), `hash`, `compress`, `signing`;
-//! - payloads: `payload` (identity: stamp, digest), `stage`, `nix`;
+//!   the layout's file names), `hash`, `compress`, `signing`, `image`
+//!   (what a payload holds: PE, GPT, file system);
+//! - payloads: `payload` (identity: stamp, digest), `stage`, `nix`,
+//!   `preflight` (content checks on staged payloads);
 //! - hosting: `store` (one trait; directory, S3, WebDAV, memory), `http`;
 //! - channel: `ledger` (the history), `channel` (read + verify +
 //!   cross-check, problems, planning, refusals, device view);
@@ -25,11 +27,13 @@ pub mod config;
 pub mod fault;
 pub mod hash;
 pub mod http;
+pub mod image;
 pub mod ledger;
 pub mod manifest;
 pub mod nix;
 pub mod pattern;
 pub mod payload;
+pub mod preflight;
 pub mod progress;
 pub mod publisher;
 pub mod sdsyntax;

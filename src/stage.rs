@@ -9,6 +9,11 @@
 //! already compressed (by magic bytes, which is how systemd-pull decides) pass
 //! through untouched and are only hashed; others are compressed into a local
 //! staging directory while being hashed, so each input byte is read once.
+//!
+//! Preflight sees the decompressed bytes here too, without a second pass:
+//! a raw input is watched by an [`Inspector`] as the compressor reads it;
+//! of an already-compressed one only the start is decoded, until the
+//! inspector has its headers (and a UKI's `.osrel`).
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read};
@@ -19,6 +24,7 @@ use thiserror::Error;
 use crate::arch::Arch;
 use crate::compress::{self, Codec, Settings};
 use crate::hash::{self, Digest};
+use crate::image::{Content, Inspector};
 use crate::manifest;
 use crate::payload::{FileStamp, PayloadDigest, Source};
 use crate::progress::{Events, NoBars};
@@ -89,6 +95,9 @@ pub struct Payload {
     /// The file as it was when hashed: uploads check it instead of hashing
     /// the bytes a second time.
     pub stamp: Option<FileStamp>,
+    /// What the decompressed bytes are, for preflight; `None` when not
+    /// inspected (checks off, or a format we cannot decode).
+    pub content: Option<Content>,
 }
 
 impl Payload {
@@ -256,6 +265,7 @@ pub fn stage_all(
     settings: &Settings,
     staging: &Path,
     defer: Defer,
+    inspect: bool,
     events: &dyn Events,
 ) -> Result<Vec<Vec<Payload>>, StageError> {
     let compressed = |(arch, files): &(Arch, &[InputFile])| {
@@ -275,7 +285,7 @@ pub fn stage_all(
     if !parallel || jobs.len() < 2 {
         return jobs
             .iter()
-            .map(|(arch, files)| stage(*arch, files, settings, staging, defer, events))
+            .map(|(arch, files)| stage(*arch, files, settings, staging, defer, inspect, events))
             .collect();
     }
     let events = &NoBars(events);
@@ -283,7 +293,7 @@ pub fn stage_all(
         let handles: Vec<_> = jobs
             .iter()
             .map(|(arch, files)| {
-                s.spawn(move || stage(*arch, files, settings, staging, defer, events))
+                s.spawn(move || stage(*arch, files, settings, staging, defer, inspect, events))
             })
             .collect();
         handles
@@ -295,13 +305,15 @@ pub fn stage_all(
 
 /// Hashes or compresses every input; compressed copies go into `staging`.
 /// Already-compressed inputs that `defer` names are only stamped: their
-/// upload hashes them.
+/// upload hashes them. With `inspect`, each payload's content is seen on
+/// the way (see the module documentation).
 pub fn stage(
     arch: Arch,
     inputs: &[InputFile],
     settings: &Settings,
     staging: &Path,
     defer: Defer,
+    inspect: bool,
     events: &dyn Events,
 ) -> Result<Vec<Payload>, StageError> {
     let io = |path: &Path, source| StageError::Io {
@@ -316,6 +328,21 @@ pub fn stage(
         let len = src.metadata().map_err(|e| io(&input.path, e))?.len();
         if name == input.name {
             drop(src);
+            let content = if inspect {
+                let (content, read) = inspect_file(&input.path).map_err(|e| io(&input.path, e))?;
+                match &content {
+                    Ok(c) => events.detail(format!(
+                        "{arch}: {name}: preflight read {read} of {len} bytes: {}",
+                        c.describe()
+                    )),
+                    Err(why) => events.warn(format!(
+                        "{arch}: {name}: preflight cannot look inside: {why}"
+                    )),
+                }
+                content.ok()
+            } else {
+                None
+            };
             let before = FileStamp::of(&input.path).ok();
             if let Some(stamp) = before.filter(|s| s.size() == len && defer(arch, &name)) {
                 events.detail(format!(
@@ -328,6 +355,7 @@ pub fn stage(
                     size: len,
                     compressed_from: None,
                     stamp: Some(stamp),
+                    content,
                 });
                 continue;
             }
@@ -345,6 +373,7 @@ pub fn stage(
                 size,
                 compressed_from: None,
                 stamp,
+                content,
             });
             continue;
         }
@@ -356,6 +385,12 @@ pub fn stage(
             len,
             &format!("{arch} {} {name}", settings.codec.extension()),
         );
+        let mut inspector = inspect.then(Inspector::new);
+        let src = Watched {
+            inner: src,
+            inspector: inspector.as_mut(),
+            at: 0,
+        };
         let result = compress::compress(
             src,
             BufWriter::with_capacity(1 << 20, dst),
@@ -379,7 +414,112 @@ pub fn stage(
             sha256: PayloadDigest::known(result.sha256),
             size: result.size,
             compressed_from: Some(input.name.clone()),
+            content: inspector.map(|i| i.finish(Some(result.input_size))),
         });
     }
     Ok(out)
+}
+
+/// The compressor's input, shown to the inspector as it is read: the
+/// bytes are in memory anyway, so seeing them costs no I/O.
+struct Watched<'a, R> {
+    inner: R,
+    inspector: Option<&'a mut Inspector>,
+    at: u64,
+}
+
+impl<R: Read> Read for Watched<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(i) = self.inspector.as_deref_mut() {
+            if !i.done() {
+                i.feed_at(self.at, &buf[..n]);
+            }
+        }
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// Counts what a decoder pulls from the file.
+struct Counted<R> {
+    inner: R,
+    read: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// What a payload that stays as it is holds, and how many bytes of the
+/// file that took. A compressed one is decoded from its start only until
+/// the inspector has what it needs (the first 128 KiB, and a UKI's
+/// `.osrel` wherever it lies); its size is then what the headers declare,
+/// unless decoding reached the end. An uncompressed one is read where the
+/// inspector asks (positioned reads). `Err` says why it could not look:
+/// bzip2 or lz4 (no decoder here), or data that does not decompress.
+pub fn inspect_file(path: &Path) -> std::io::Result<(Result<Content, String>, u64)> {
+    use std::os::unix::fs::FileExt;
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut magic = [0u8; compress::MAGIC_LEN];
+    let n = file.read_at(&mut magic, 0)?;
+    let mut inspector = Inspector::new();
+    let detected = compress::detect(&magic[..n]);
+    let Some(detected) = detected else {
+        let mut read = 0u64;
+        while let Some(r) = inspector.missing().first().cloned() {
+            let end = r.end.min(len);
+            if r.start >= end {
+                break;
+            }
+            let mut buf = vec![0u8; (end - r.start) as usize];
+            file.read_exact_at(&mut buf, r.start)?;
+            read += buf.len() as u64;
+            inspector.feed_at(r.start, &buf);
+            if end < r.end {
+                break;
+            }
+        }
+        return Ok((Ok(inspector.finish(Some(len))), read));
+    };
+    let read = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counted = Counted {
+        inner: std::io::BufReader::with_capacity(64 << 10, file),
+        read: read.clone(),
+    };
+    let mut decoder: Box<dyn Read> = match detected.codec() {
+        Some(compress::Codec::Xz) => Box::new(liblzma::read::XzDecoder::new_multi_decoder(counted)),
+        Some(compress::Codec::Gzip) => Box::new(flate2::read::GzDecoder::new(counted)),
+        Some(compress::Codec::Zstd) => Box::new(zstd::stream::read::Decoder::new(counted)?),
+        Some(compress::Codec::None) | None => {
+            return Ok((Err(format!("{detected} data is not decoded here")), 0))
+        }
+    };
+    let mut buf = vec![0u8; 64 << 10];
+    let mut at = 0u64;
+    let mut ended = false;
+    while !inspector.done() {
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => {
+                ended = true;
+                break;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let why = format!(
+                    "its {detected} data does not decompress ({e}); devices would fail to install it"
+                );
+                return Ok((Err(why), read.get()));
+            }
+        };
+        inspector.feed_at(at, &buf[..n]);
+        at += n as u64;
+    }
+    Ok((Ok(inspector.finish(ended.then_some(at))), read.get()))
 }

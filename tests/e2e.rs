@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{gpg_verify, keygen, snapshot, stderr};
-use harness::{list_of, listing, store_image, uki, unxz, xz, Channel, Device, ARCH};
+use harness::{list_of, listing, store_image, uki, uki_saying, unxz, xz, Channel, Device, ARCH};
 
 /// The hosting answers a real 404 for the signature names systemd 258 and
 /// later try before SHA256SUMS.gpg (anything else makes them give up), and
@@ -99,6 +99,39 @@ fn device_at_16_sees_17_and_18_and_installs_18() {
         .status(0, "update with nothing new")
         .says("No update needed.", "update with nothing new");
     assert_eq!(dev.list(), list_of(Some("18"), &["18", "17", "16"]));
+}
+
+/// Issue 12: a release whose UKI's `.osrel` says another version than its
+/// name is refused before any upload, so devices never see it; the clean
+/// release of real UKIs before and after installs.
+#[test]
+fn preflight_keeps_a_uki_with_the_wrong_osrel_from_devices() {
+    let ch = Channel::new("");
+    ch.release("17");
+    let dev = Device::up(&ch, "16");
+    let before = snapshot(&ch.store);
+    let out = ch.output("18", true);
+    std::fs::write(out.join("appliance_18.efi"), uki_saying("18", "17")).unwrap();
+    let r = ch.release_raw(&out, &[]);
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("x86-64: appliance_18.efi.xz says IMAGE_VERSION=17 in .osrel; expected IMAGE_VERSION=18"),
+        "{}",
+        stderr(&r)
+    );
+    assert_eq!(
+        snapshot(&ch.store),
+        before,
+        "a refused release changed the hosting"
+    );
+    assert_eq!(dev.list(), list_of(Some("16"), &["17", "16"]));
+    dev.sysupdate(&["update"])
+        .status(0, "update")
+        .says("Successfully installed update '17'.", "update");
+    let installed = dev.installed();
+    let efi = &installed["uki/appliance_17.efi"];
+    assert_eq!(efi, &uki("17"), "the installed UKI is the real one");
+    assert_eq!(&efi[..2], b"MZ");
 }
 
 /// Scenario 2: with `keep = 2`, a release of 19 leaves the device exactly 18

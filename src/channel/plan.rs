@@ -159,6 +159,8 @@ pub struct Plan {
     pub files: Files,
     /// The channel a promotion takes the version from.
     pub source: Option<crate::ledger::Origin>,
+    /// Preflight checks skipped, for the history.
+    pub skipped_checks: Vec<crate::ledger::SkippedCheck>,
 }
 
 impl Plan {
@@ -171,6 +173,7 @@ impl Plan {
             arches: vec![],
             files: Files::new(),
             source: None,
+            skipped_checks: vec![],
         }
     }
 

@@ -145,6 +145,8 @@ pub enum Refusal {
         soak: String,
         ready: String,
     },
+    #[error(transparent)]
+    Preflight(#[from] crate::preflight::Refused),
     #[error("{0}")]
     Other(String),
 }

@@ -186,6 +186,57 @@ struct InspectReport {
     versions: Vec<InspectVersion>,
     unmatched: Vec<String>,
     old_client_conflicts: Vec<String>,
+    /// Payload name → what it holds (or why it could not be looked at).
+    contents: BTreeMap<String, String>,
+    /// Preflight, as `release` runs it.
+    checks: crate::preflight::Outcome,
+}
+
+/// `[checks]` of the config when one is given or found, else none: inspect
+/// works without a channel.
+fn check_settings(ctx: &Ctx) -> Result<crate::preflight::Settings> {
+    let found = ctx.config_path.is_some() || Path::new(crate::config::DEFAULT_FILE).exists();
+    Ok(if found {
+        ctx.config()?.checks
+    } else {
+        Default::default()
+    })
+}
+
+/// Looks at every payload as staging would and runs preflight on them.
+fn inspect_contents(
+    ctx: &Ctx,
+    arch: crate::arch::Arch,
+    transfers: &[transfer::Transfer],
+    files: &[(String, PathBuf)],
+) -> Result<(BTreeMap<String, String>, crate::preflight::Outcome)> {
+    let mut contents = BTreeMap::new();
+    let mut seen = Vec::new();
+    for (name, path) in files {
+        let (content, _) = crate::stage::inspect_file(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let what = match &content {
+            Ok(c) => c.describe(),
+            Err(why) => format!("not inspected: {why}"),
+        };
+        contents.insert(name.clone(), what);
+        seen.push((name.as_str(), content.ok()));
+    }
+    let items: Vec<crate::preflight::Item> = seen
+        .iter()
+        .map(|(name, c)| crate::preflight::Item {
+            name,
+            content: c.as_ref(),
+        })
+        .collect();
+    let outcome = crate::preflight::check(
+        arch,
+        transfers,
+        &items,
+        &check_settings(ctx)?,
+        &Default::default(),
+    );
+    Ok((contents, outcome))
 }
 
 pub(super) fn inspect(ctx: &Ctx, args: InspectArgs) -> Result<Outcome> {
@@ -195,10 +246,9 @@ pub(super) fn inspect(ctx: &Ctx, args: InspectArgs) -> Result<Outcome> {
         ..Default::default()
     };
     let transfers = transfer::load_dir(&args.transfers, &spec)?;
-    let names: Vec<String> = payload_files(&args.payload_dir)?
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let files = payload_files(&args.payload_dir)?;
+    let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+    let (contents, checks) = inspect_contents(ctx, arch, &transfers, &files)?;
     let c = transfer::classify(&transfers, names.iter().map(String::as_str));
     let report = InspectReport {
         arch: arch.systemd().to_string(),
@@ -219,6 +269,8 @@ pub(super) fn inspect(ctx: &Ctx, args: InspectArgs) -> Result<Outcome> {
             .iter()
             .map(|c| c.explanation.clone())
             .collect(),
+        contents,
+        checks,
     };
     for v in &report.versions {
         let mut line = format!(
@@ -245,10 +297,20 @@ pub(super) fn inspect(ctx: &Ctx, args: InspectArgs) -> Result<Outcome> {
     for c in &report.old_client_conflicts {
         ctx.ui.info(format!("conflict     {c}"));
     }
+    for (name, what) in &report.contents {
+        ctx.ui.detail(format!("  {name}: {what}"));
+    }
+    for f in &report.checks.findings {
+        ctx.ui.info(format!("refused      {f}"));
+    }
+    for u in &report.checks.unchecked {
+        ctx.ui.warn(u.clone());
+    }
     ctx.emit(&report)?;
     let bad = report.versions.iter().any(|v| !v.complete)
         || !report.unmatched.is_empty()
-        || !report.old_client_conflicts.is_empty();
+        || !report.old_client_conflicts.is_empty()
+        || !report.checks.findings.is_empty();
     Ok(if bad {
         Outcome::Problems
     } else {

@@ -5,7 +5,8 @@ use anyhow::Result;
 
 use super::{human_bytes, load_keys, parse_outputs, publisher, Ctx, Outcome, UsageError};
 use crate::cli::ReleaseArgs;
-use crate::publisher::{ReleaseRequest, Report};
+use crate::preflight::Check;
+use crate::publisher::{ReleaseRequest, Report, Skip};
 use crate::ui::Ui;
 
 /// One line per arch: what the release changes there.
@@ -48,7 +49,38 @@ pub(super) fn print_report(ui: &Ui, r: &Report) {
     }
 }
 
+/// `--skip-check NAME… --reason TEXT`: names checked, a reason required.
+fn skip(args: &ReleaseArgs) -> Result<Skip, UsageError> {
+    let mut checks = std::collections::BTreeSet::new();
+    for name in &args.skip_checks {
+        if name == "all" {
+            checks.extend(Check::ALL);
+        } else {
+            checks
+                .insert(Check::parse(name).map_err(|e| UsageError(format!("--skip-check: {e}")))?);
+        }
+    }
+    let reason = args
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    match (checks.is_empty(), reason) {
+        (false, None) => Err(UsageError(
+            "--skip-check needs --reason TEXT: the history records why a release went out unchecked".into(),
+        )),
+        (true, Some(_)) => Err(UsageError(
+            "--reason goes with --skip-check (yank and rollback take their own --reason)".into(),
+        )),
+        _ => Ok(Skip {
+            checks,
+            reason: reason.map(str::to_string),
+        }),
+    }
+}
+
 pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
+    let skip = skip(&args)?;
     let config = ctx.config()?;
     let ui = &ctx.ui;
     let (key, keyring) = load_keys(&config, ui)?;
@@ -81,6 +113,8 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
         allow_downgrade: args.allow_downgrade,
         unyank: args.unyank,
         compress,
+        checks: config.checks.clone(),
+        skip,
     };
     let report = publisher.release(&key, &req)?;
     print_report(ui, &report);

@@ -171,6 +171,12 @@ pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
                     .map(|r| format!(" ({r})"))
                     .unwrap_or_default()
             ));
+            for skip in &e.skipped_checks {
+                ctx.ui.info(format!(
+                    "       published without preflight check {} ({})",
+                    skip.check, skip.reason
+                ));
+            }
         }
     }
     for p in &report.problems {

@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
-pub use release::{ReleaseRequest, RepairRequest};
+pub use release::{ReleaseRequest, RepairRequest, Skip};
 pub use report::{ArchReport, Report};
 
 use crate::arch::Arch;
@@ -312,6 +312,7 @@ impl<'a> Publisher<'a> {
                 reason: plan.reason.clone(),
                 state: state.clone(),
                 source: plan.source.clone(),
+                skipped_checks: plan.skipped_checks.clone(),
             },
         )?;
         self.store
@@ -633,6 +634,7 @@ impl<'a> Publisher<'a> {
                 reason: plan.reason.clone(),
                 state,
                 source: None,
+                skipped_checks: vec![],
             },
         )?;
         self.store

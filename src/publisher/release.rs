@@ -18,7 +18,8 @@ use crate::channel::state::{self, Channel};
 use crate::compress;
 use crate::fault;
 use crate::hash;
-use crate::ledger::{Action, Origin};
+use crate::ledger::{Action, Origin, SkippedCheck};
+use crate::preflight::{self, Check};
 use crate::progress::Events;
 use crate::signing::Signer;
 use crate::stage::{self, InputFile, Payload};
@@ -38,6 +39,34 @@ pub struct ReleaseRequest {
     /// Publish a withdrawn version again.
     pub unyank: bool,
     pub compress: compress::Settings,
+    /// What preflight compares with.
+    pub checks: preflight::Settings,
+    /// Checks not to run, and why (recorded in the history).
+    pub skip: Skip,
+}
+
+/// `--skip-check`: the checks a release goes without, with the reason.
+#[derive(Clone, Debug, Default)]
+pub struct Skip {
+    pub checks: BTreeSet<Check>,
+    pub reason: Option<String>,
+}
+
+impl Skip {
+    /// Whether any check runs at all (if none does, staging need not look).
+    fn any_check(&self) -> bool {
+        self.checks.len() < Check::ALL.len()
+    }
+
+    fn record(&self) -> Vec<SkippedCheck> {
+        self.checks
+            .iter()
+            .map(|c| SkippedCheck {
+                check: c.name().to_string(),
+                reason: self.reason.clone().unwrap_or_default(),
+            })
+            .collect()
+    }
 }
 
 /// Build outputs to take recorded payloads from again.
@@ -165,6 +194,7 @@ impl Publisher<'_> {
         if !req.unyank {
             plan::refuse_withdrawn(&pre.history, &version, "pass --unyank to publish it again")?;
         }
+        self.preflight(&transfers, &inputs, req)?;
         let opts = ReleaseOptions {
             version: req.version.as_deref(),
             allow_downgrade: req.allow_downgrade,
@@ -173,9 +203,9 @@ impl Publisher<'_> {
         };
         let versions = [version.clone()];
         self.write(key, req.dry_run, (Action::Publish, &versions), |ch| {
-            Ok(plan::plan_release(
-                self.store, ch, &transfers, &inputs, opts,
-            )?)
+            let mut plan = plan::plan_release(self.store, ch, &transfers, &inputs, opts)?;
+            plan.skipped_checks = req.skip.record();
+            Ok(plan)
         })
     }
 
@@ -335,7 +365,14 @@ impl Publisher<'_> {
             .iter()
             .map(|o| (o.arch, o.files.as_slice()))
             .collect();
-        let staged = stage::stage_all(&jobs, &req.compress, staging, &defer, self.events)?;
+        let staged = stage::stage_all(
+            &jobs,
+            &req.compress,
+            staging,
+            &defer,
+            req.skip.any_check(),
+            self.events,
+        )?;
         Ok(outputs
             .iter()
             .zip(staged)
@@ -344,6 +381,64 @@ impl Publisher<'_> {
                 payloads,
             })
             .collect())
+    }
+
+    /// Preflight on every arch's staged payloads: refuses (before any
+    /// upload, before the lock) with every finding of every arch.
+    fn preflight(
+        &self,
+        transfers: &BTreeMap<Arch, Vec<Transfer>>,
+        inputs: &[ReleaseInput],
+        req: &ReleaseRequest,
+    ) -> Result<(), PublishError> {
+        for name in req.checks.partition_sizes.keys() {
+            if !transfers.values().flatten().any(|t| &t.name == name) {
+                let known: BTreeSet<&str> = transfers
+                    .values()
+                    .flatten()
+                    .map(|t| t.name.as_str())
+                    .collect();
+                return Err(Refusal::Other(format!(
+                    "[checks.partition-size] {name:?}: no transfer has that name in {} (transfers: {})",
+                    self.transfers_dir.display(),
+                    known.into_iter().collect::<Vec<_>>().join(", ")
+                ))
+                .into());
+            }
+        }
+        let mut findings = Vec::new();
+        for input in inputs {
+            let items: Vec<preflight::Item> = input
+                .payloads
+                .iter()
+                .map(|p| preflight::Item {
+                    name: &p.name,
+                    content: p.content.as_ref(),
+                })
+                .collect();
+            let outcome = preflight::check(
+                input.arch,
+                &transfers[&input.arch],
+                &items,
+                &req.checks,
+                &req.skip.checks,
+            );
+            for u in outcome.unchecked {
+                self.events.warn(u);
+            }
+            findings.extend(outcome.findings);
+        }
+        for c in &req.skip.checks {
+            self.events.warn(format!(
+                "preflight check {c} skipped: {}",
+                req.skip.reason.as_deref().unwrap_or("no reason given")
+            ));
+        }
+        if findings.is_empty() {
+            Ok(())
+        } else {
+            Err(Refusal::Preflight(preflight::Refused { findings }).into())
+        }
     }
 
     /// Makes the hosting serve the history's newest state again: finishes an
@@ -495,6 +590,7 @@ impl Publisher<'_> {
                 &req.compress,
                 staging,
                 &|_, _| false,
+                false,
                 self.events,
             )?;
             for (name, sha256) in files {

@@ -93,6 +93,8 @@ impl World {
                 level: 0,
                 threads: 1,
             },
+            checks: Default::default(),
+            skip: Default::default(),
         }
     }
 

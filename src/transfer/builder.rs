@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    expand_specifiers, SourceType, SpecifierProblem, Specifiers, Transfer, TransferError,
+    expand_specifiers, SourceType, SpecifierProblem, Specifiers, Target, Transfer, TransferError,
     TransferWarning,
 };
 use crate::pattern::Pattern;
@@ -42,6 +42,10 @@ pub(super) struct Builder<'s> {
     features: Vec<String>,
     requisite_features: Vec<String>,
     verify: bool,
+    /// 0: systemd's default (3 for files, every slot for partitions).
+    instances_max: u64,
+    target_relative_to: Option<String>,
+    match_partition_type: Option<String>,
 }
 
 /// Keys systemd knows (254–262) whose values publishing does not need.
@@ -50,8 +54,6 @@ const IGNORED_KEYS: &[(Section, &str)] = &[
     (Section::Transfer, "ChangeLog"),
     (Section::Transfer, "AppStream"),
     (Section::Source, "PathRelativeTo"),
-    (Section::Target, "PathRelativeTo"),
-    (Section::Target, "MatchPartitionType"),
     (Section::Target, "PartitionUUID"),
     (Section::Target, "PartitionFlags"),
     (Section::Target, "PartitionNoAuto"),
@@ -60,10 +62,12 @@ const IGNORED_KEYS: &[(Section, &str)] = &[
     (Section::Target, "Mode"),
     (Section::Target, "TriesLeft"),
     (Section::Target, "TriesDone"),
-    (Section::Target, "InstancesMax"),
     (Section::Target, "RemoveTemporary"),
     (Section::Target, "CurrentSymlink"),
 ];
+
+/// `DEFAULT_FILE_INSTANCES_MAX` in `sysupdate-transfer.c`.
+const DEFAULT_FILE_INSTANCES_MAX: u64 = 3;
 
 const SOURCE_TYPES: &str = "url-file, url-tar, regular-file, directory, subvolume";
 const TARGET_TYPES: &str = "partition, regular-file, directory, subvolume";
@@ -84,6 +88,9 @@ impl<'s> Builder<'s> {
             features: Vec::new(),
             requisite_features: Vec::new(),
             verify: true,
+            instances_max: 0,
+            target_relative_to: None,
+            match_partition_type: None,
         }
     }
 
@@ -277,6 +284,13 @@ impl<'s> Builder<'s> {
             }
             // Expanded on the device; we only check it is there.
             (Section::Target, "Path") => self.target_path = Some((value.to_owned(), loc.clone())),
+            (Section::Target, "PathRelativeTo") => {
+                self.target_relative_to = (!value.is_empty()).then(|| value.to_owned())
+            }
+            (Section::Target, "MatchPartitionType") => {
+                self.match_partition_type = (!value.is_empty()).then(|| value.to_owned())
+            }
+            (Section::Target, "InstancesMax") => self.instances_max(loc, value),
             (Section::Source, "MatchPattern") => self.match_pattern(loc, true, value)?,
             (Section::Target, "MatchPattern") => self.match_pattern(loc, false, value)?,
             _ if IGNORED_KEYS.contains(&(sec, key)) => {}
@@ -325,6 +339,26 @@ impl<'s> Builder<'s> {
                 self.warn(loc, format!("MinVersion={value}: {p}; it is not checked"));
             }
             Err(p) => self.warn(loc, format!("MinVersion= ignored, as systemd does: {p}")),
+        }
+    }
+
+    /// `config_parse_instances_max()`: empty resets to the default, 1 is
+    /// bumped to 2, anything unparsable is ignored with a warning.
+    fn instances_max(&mut self, loc: &Loc, value: &str) {
+        if value.is_empty() {
+            self.instances_max = 0;
+            return;
+        }
+        match value.parse::<u64>() {
+            Ok(1) => {
+                self.warn(loc, "InstancesMax=1 is bumped to 2, as systemd does".into());
+                self.instances_max = 2;
+            }
+            Ok(n) => self.instances_max = n,
+            Err(_) => self.warn(
+                loc,
+                format!("InstancesMax={value:?} is not a number; systemd ignores it"),
+            ),
         }
     }
 
@@ -578,6 +612,13 @@ impl<'s> Builder<'s> {
             self.target_patterns
         };
 
+        // systemd's default: 3 files, or as many as there are partition slots.
+        let instances_max = match (self.instances_max, target_type) {
+            (0, SourceType::Partition) => None,
+            (0, _) => Some(DEFAULT_FILE_INSTANCES_MAX),
+            (n, _) => Some(n),
+        };
+        let target_path = self.target_path.map(|(p, _)| p);
         Ok(Transfer {
             name: name.to_owned(),
             file: file.to_owned(),
@@ -590,6 +631,13 @@ impl<'s> Builder<'s> {
             features: self.features,
             requisite_features: self.requisite_features,
             verify: self.verify,
+            target: Target {
+                target_type,
+                path: target_path,
+                path_relative_to: self.target_relative_to,
+                match_partition_type: self.match_partition_type,
+                instances_max,
+            },
             warnings,
         })
     }
@@ -793,6 +841,71 @@ mod tests {
         assert!(msgs[3].contains("Verify"));
         assert!(msgs[4].contains("262"), "slash in url pattern: {msgs:#?}");
         assert!(t.verify);
+    }
+
+    #[test]
+    fn target_settings_for_preflight() {
+        let t = ok(&with_source("MatchPattern=a_@v"));
+        assert_eq!(t.target.target_type, SourceType::RegularFile);
+        assert_eq!(
+            t.target.instances_max,
+            Some(3),
+            "systemd's default for files"
+        );
+        assert_eq!(t.target.path.as_deref(), Some("/x"));
+        assert!(!t.target.on_boot_partition());
+
+        let t = ok(&format!(
+            "{}
+InstancesMax=5
+PathRelativeTo=boot
+Path=/EFI/Linux",
+            with_source("MatchPattern=a_@v")
+        ));
+        assert_eq!(t.target.instances_max, Some(5));
+        assert_eq!(t.target.path_relative_to.as_deref(), Some("boot"));
+        assert!(t.target.on_boot_partition());
+
+        let t = ok(&format!(
+            "{}
+Type=partition
+Path=/dev/vda
+MatchPartitionType=root-arm64
+InstancesMax=",
+            with_source("MatchPattern=a_@v")
+        ));
+        assert_eq!(t.target.target_type, SourceType::Partition);
+        assert_eq!(t.target.instances_max, None, "every slot");
+        assert_eq!(t.target.match_partition_type.as_deref(), Some("root-arm64"));
+        assert!(!t.target.on_boot_partition());
+
+        // Bumped, ignored, reset: as systemd does, with warnings.
+        let t = ok(&format!(
+            "{}
+InstancesMax=1",
+            with_source("MatchPattern=a_@v")
+        ));
+        assert_eq!(t.target.instances_max, Some(2));
+        let t = ok(&format!(
+            "{}
+InstancesMax=4
+InstancesMax=many",
+            with_source("MatchPattern=a_@v")
+        ));
+        assert_eq!(t.target.instances_max, Some(4));
+        assert!(t.warnings.iter().any(|w| w.message.contains("many")));
+        let t = ok(&format!(
+            "{}
+Path=/boot/efi/EFI/Linux",
+            with_source("MatchPattern=a_@v")
+        ));
+        assert!(t.target.on_boot_partition());
+        let t = ok(&format!(
+            "{}
+Path=/bootstrap",
+            with_source("MatchPattern=a_@v")
+        ));
+        assert!(!t.target.on_boot_partition());
     }
 
     #[test]

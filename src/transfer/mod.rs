@@ -236,8 +236,48 @@ pub struct Transfer {
     pub features: Vec<String>,
     pub requisite_features: Vec<String>,
     pub verify: bool,
+    pub target: Target,
     /// What systemd would warn about and ignore.
     pub warnings: Vec<TransferWarning>,
+}
+
+/// Where a transfer installs, as far as preflight's size checks need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `[Target] Type=`, or what systemd derives from the source type.
+    pub target_type: SourceType,
+    /// `[Target] Path=` as written (specifiers are the device's).
+    pub path: Option<String>,
+    /// `PathRelativeTo=`: `root` (default), `esp`, `xbootldr`, `boot`.
+    pub path_relative_to: Option<String>,
+    /// `MatchPartitionType=` as written (a DPS name or a GUID).
+    pub match_partition_type: Option<String>,
+    /// `InstancesMax=` as systemd resolves it: 3 for file targets by
+    /// default, `None` (every slot) for partitions.
+    pub instances_max: Option<u64>,
+}
+
+impl Target {
+    /// Whether installs land on the ESP or XBOOTLDR (`PathRelativeTo=esp`,
+    /// `boot`, `xbootldr`, or a path under `/efi` or `/boot`), which is
+    /// where UKIs live and space is tight.
+    pub fn on_boot_partition(&self) -> bool {
+        if self.target_type != SourceType::RegularFile && self.target_type != SourceType::Directory
+        {
+            return false;
+        }
+        if matches!(
+            self.path_relative_to.as_deref(),
+            Some("esp" | "boot" | "xbootldr")
+        ) {
+            return true;
+        }
+        self.path.as_deref().is_some_and(|p| {
+            ["/efi", "/boot"]
+                .iter()
+                .any(|m| p == *m || p.starts_with(&format!("{m}/")))
+        })
+    }
 }
 
 impl Transfer {

@@ -2,6 +2,8 @@
 //! the real gpg exactly as systemd-pull does.
 #![allow(dead_code)]
 
+pub mod images;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -147,14 +149,26 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Writes a config for a channel at `store` using the example transfer files.
 pub fn write_config(dir: &Path, store: &Path, keys: &Keys, extra_channel: &str) -> PathBuf {
-    let path = dir.join("sysupdate-publish.toml");
     let transfers = repo().join("examples/minimal/sysupdate.d");
+    write_config_with(dir, store, keys, extra_channel, &transfers, "")
+}
+
+/// A config with its own transfer directory and extra sections (`[checks]`).
+pub fn write_config_with(
+    dir: &Path,
+    store: &Path,
+    keys: &Keys,
+    extra_channel: &str,
+    transfers: &Path,
+    extra: &str,
+) -> PathBuf {
+    let path = dir.join("sysupdate-publish.toml");
     std::fs::write(
         &path,
         format!(
             "[channel]\nstore = {store:?}\nurl = \"https://updates.example.com/stable\"\n{extra_channel}\n\
              [signing]\nsecret-key = {:?}\nkeyring = {:?}\n\
-             [transfers]\ndir = {transfers:?}\n",
+             [transfers]\ndir = {transfers:?}\n{extra}\n",
             keys.secret, keys.keyring
         ),
     )

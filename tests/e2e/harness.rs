@@ -392,9 +392,27 @@ fn fake(what: &str, version: &str, size: usize) -> Vec<u8> {
     out
 }
 
-/// What `appliance_<v>.efi` holds (installed, decompressed).
+/// What `appliance_<v>.efi` holds (installed, decompressed): a real UKI,
+/// systemd-boot's EFI stub with an `.osrel` saying `IMAGE_VERSION=<v>` and a
+/// small `.linux`, so every release here passes preflight on a real PE file.
+/// Made once per version, so every call returns the same bytes.
 pub fn uki(version: &str) -> Vec<u8> {
-    fake("fake UKI", version, 48 << 10)
+    uki_saying(version, version)
+}
+
+/// A UKI whose `.osrel` says `IMAGE_VERSION=<says>`, to be named for `name`.
+pub fn uki_saying(name: &str, says: &str) -> Vec<u8> {
+    static MADE: Mutex<BTreeMap<(String, String), Vec<u8>>> = Mutex::new(BTreeMap::new());
+    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    made.entry((name.to_string(), says.to_string()))
+        .or_insert_with(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("uki.efi");
+            let osrel = common::images::osrel("appliance", says);
+            common::images::uki(&path, ARCH, Some(&osrel), 48 << 10);
+            std::fs::read(&path).unwrap()
+        })
+        .clone()
 }
 
 /// What `store_<v>.img` holds (installed, decompressed).
@@ -469,7 +487,8 @@ impl Channel {
             format!(
                 "[channel]\nstore = {store:?}\nurl = {url:?}\n{extra}\n\n\
                  [signing]\nsecret-key = {:?}\nkeyring = {:?}\n\n\
-                 [transfers]\ndir = {transfers:?}\ncompress = \"xz\"\n",
+                 [transfers]\ndir = {transfers:?}\ncompress = \"xz\"\n\n\
+                 [checks]\nimage-id = \"appliance\"\n",
                 keys.secret, keys.keyring
             ),
         )
