@@ -120,7 +120,98 @@ fn arch_status(view: &ArchView, problems: &[&Problem]) -> ArchStatus {
     st
 }
 
+/// One channel's versions per arch, for the overview of several channels.
+#[derive(Serialize)]
+struct ChannelSummary {
+    channel: String,
+    store: String,
+    /// arch → published versions, newest first.
+    versions: std::collections::BTreeMap<String, Vec<String>>,
+    withdrawn: Vec<String>,
+    problems: Vec<String>,
+}
+
+/// Without `--channel` in a config with several: which versions are where.
+fn overview(ctx: &Ctx, args: &StatusArgs) -> Result<Outcome> {
+    let all = ctx.config_unselected()?;
+    let keyring = Keyring::load(&all.signing.keyring)?;
+    let mut summaries = Vec::new();
+    for name in all.channels.keys() {
+        let mut config = all.clone();
+        config.select(Some(name))?;
+        let store = config.channel.open_store();
+        let channel = publisher(ctx, &config, store.as_ref(), &keyring)?.read(args.deep)?;
+        let versions: std::collections::BTreeMap<String, Vec<String>> = channel
+            .arches
+            .values()
+            .map(|v| {
+                let list = v.versions.iter().map(|s| s.version.clone()).collect();
+                (v.arch.to_string(), list)
+            })
+            .collect();
+        let line: Vec<String> = versions
+            .iter()
+            .map(|(a, v)| {
+                format!(
+                    "{a} {}",
+                    if v.is_empty() {
+                        "-".into()
+                    } else {
+                        v.join(", ")
+                    }
+                )
+            })
+            .collect();
+        ctx.ui.info(format!(
+            "{name}: {}{}",
+            if line.is_empty() {
+                "nothing published".into()
+            } else {
+                line.join("; ")
+            },
+            match channel.problems.len() {
+                0 => String::new(),
+                n => format!(" ({n} problem(s): `status --channel {name}`)"),
+            }
+        ));
+        summaries.push(ChannelSummary {
+            channel: name.clone(),
+            store: channel.location.clone(),
+            versions,
+            withdrawn: channel
+                .history
+                .withdrawn()
+                .keys()
+                .map(|v| v.to_string())
+                .collect(),
+            problems: channel
+                .problems
+                .iter()
+                .map(|p| format!("{p}: {}", p.fix()))
+                .collect(),
+        });
+    }
+    #[derive(Serialize)]
+    struct Overview {
+        schema: u32,
+        channels: Vec<ChannelSummary>,
+    }
+    let bad = summaries.iter().any(|s| !s.problems.is_empty());
+    ctx.emit(&Overview {
+        schema: crate::publisher::report::SCHEMA,
+        channels: summaries,
+    })?;
+    Ok(if bad {
+        Outcome::Problems
+    } else {
+        Outcome::Success
+    })
+}
+
 pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
+    if ctx.channel.is_none() && ctx.config_unselected()?.channels.len() > 1 {
+        return overview(ctx, &args);
+    }
     let config = ctx.config()?;
     let keyring = Keyring::load(&config.signing.keyring)?;
     let store = config.channel.open_store();
