@@ -46,6 +46,11 @@ impl Arch {
         TABLE[self.0].0
     }
 
+    /// Every supported architecture, in display order.
+    pub fn all() -> impl Iterator<Item = Arch> {
+        (0..TABLE.len()).map(Arch)
+    }
+
     /// Whether `name` is one of the arch directory names we publish.
     pub fn is_arch_dir(name: &str) -> bool {
         TABLE.iter().any(|t| t.1 == name)

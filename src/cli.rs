@@ -90,6 +90,15 @@ pub enum Command {
     /// bytes never pass through this machine (hard link, S3 CopyObject, WebDAV COPY).
     Promote(PromoteArgs),
 
+    /// Copy a channel published elsewhere into this one, verified, byte for byte
+    ///
+    /// Fetches every arch's SHA256SUMS and signature from URL as a device does,
+    /// verifies them with the keyring and every payload's hash, and publishes them
+    /// here through the commit protocol with manifests and signatures unchanged, so
+    /// devices keep trusting the original key. A rerun fetches only new payloads and
+    /// drops what the source dropped. Anything that does not verify writes nothing.
+    Mirror(MirrorArgs),
+
     /// Make the hosting serve the history's newest state again
     ///
     /// Finishes an interrupted write, puts back manifests the hosting replaced
@@ -230,6 +239,19 @@ pub struct PromoteArgs {
     /// Only if FROM published it at least this long ago, e.g. 2d (else exit 1, nothing written)
     #[arg(long, value_name = "DURATION")]
     pub if_older_than: Option<String>,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MirrorArgs {
+    /// The published channel's URL (what devices fetch: URL/<arch>/SHA256SUMS)
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// Extra CA certificate (PEM) to trust for URL
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// Print the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,

@@ -119,6 +119,38 @@ impl Http {
         self.request(reqwest::Method::HEAD, url, false)
     }
 
+    /// Streams a body into `to` while hashing it, in constant memory.
+    pub fn download(
+        &self,
+        url: &str,
+        to: &mut dyn std::io::Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(u16, Digest, u64), HttpError> {
+        let err = |e: reqwest::Error| HttpError::Request {
+            url: url.to_string(),
+            message: e.to_string(),
+        };
+        self.rt.block_on(async {
+            let resp = self.client.get(url).send().await.map_err(err)?;
+            let status = resp.status().as_u16();
+            if status != 200 {
+                return Ok((status, [0; 32], 0));
+            }
+            let mut hasher = crate::hash::HashingWriter::new(to);
+            let mut stream = resp.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(err)?;
+                std::io::Write::write_all(&mut hasher, &chunk).map_err(|e| HttpError::Request {
+                    url: url.to_string(),
+                    message: format!("writing the download: {e}"),
+                })?;
+                progress(chunk.len() as u64);
+            }
+            let (_, digest, len) = hasher.finish();
+            Ok((status, digest, len))
+        })
+    }
+
     /// Downloads and hashes a body of any size in constant memory.
     pub fn get_hashed(
         &self,

@@ -42,6 +42,8 @@ pub enum Action {
     Adopt,
     /// A version published on another channel, copied from it.
     Promote,
+    /// A copy of a channel published elsewhere, verified and served as is.
+    Mirror,
 }
 
 impl std::fmt::Display for Action {
@@ -67,6 +69,17 @@ pub struct ArchRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_before: Option<Date>,
     pub files: BTreeMap<String, FileRecord>,
+    /// A mirror serves another publisher's manifest and signature byte for
+    /// byte; it cannot sign them again, so it keeps them to serve them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verbatim: Option<Verbatim>,
+}
+
+/// The exact SHA256SUMS text and signature (hex) a mirror serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verbatim {
+    pub manifest: String,
+    pub signature: String,
 }
 
 impl ArchRecord {
@@ -84,6 +97,7 @@ impl ArchRecord {
                     (name.clone(), FileRecord { sha256, size })
                 })
                 .collect(),
+            verbatim: None,
         }
     }
 
@@ -349,7 +363,7 @@ impl Ledger {
                     Action::Rollback | Action::Unyank | Action::Publish | Action::Promote => {
                         out.remove(v);
                     }
-                    Action::Refresh | Action::Adopt => {}
+                    Action::Refresh | Action::Adopt | Action::Mirror => {}
                 }
             }
         }

@@ -67,6 +67,11 @@ pub struct ArchPlan {
     pub copies: Vec<Copied>,
     /// Bytes of copies that had to pass through this machine.
     pub streamed: u64,
+    /// The manifest is signed again even when its entries stay (refresh).
+    pub resign: bool,
+    /// A mirror's manifest and signature, served byte for byte instead of
+    /// rendered and signed here.
+    pub verbatim: Option<(Vec<u8>, Vec<u8>)>,
     /// Payloads already stored with the right bytes (a resumed release).
     pub reused: Vec<String>,
     /// Size of every payload `after` lists.
@@ -90,6 +95,8 @@ impl ArchPlan {
             uploads: vec![],
             copies: vec![],
             streamed: 0,
+            resign: false,
+            verbatim: None,
             reused: vec![],
             sizes: BTreeMap::new(),
             versions: vec![],
@@ -180,18 +187,14 @@ impl Plan {
     /// Whether committing it changes anything. A refresh re-signs, so it
     /// always does; anything else that lists the same payloads writes nothing.
     pub fn changes(&self) -> bool {
-        match self.action {
-            Action::Refresh => !self.arches.is_empty(),
-            _ => self.arches.iter().any(ArchPlan::changes_entries),
-        }
+        self.changed().next().is_some()
     }
 
     /// The arches whose manifest this write replaces.
     pub fn changed(&self) -> impl Iterator<Item = &ArchPlan> {
-        let all = self.action == Action::Refresh;
         self.arches
             .iter()
-            .filter(move |a| all || a.changes_entries())
+            .filter(|a| a.resign || a.changes_entries())
     }
 
     pub fn upload_bytes(&self) -> u64 {
@@ -918,6 +921,9 @@ fn unchanged_arches(channel: &Channel, settings: Settings) -> Vec<ArchPlan> {
 pub fn plan_refresh(channel: &Channel, settings: Settings) -> Plan {
     let mut plan = Plan::new(Action::Refresh, vec![], None);
     plan.arches = unchanged_arches(channel, settings);
+    for ap in &mut plan.arches {
+        ap.resign = true;
+    }
     plan
 }
 

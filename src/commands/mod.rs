@@ -64,6 +64,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Rollback(args) => operate::rollback(&ctx, args),
         Command::Refresh(args) => operate::refresh(&ctx, args),
         Command::Promote(args) => operate::promote(&ctx, args),
+        Command::Mirror(args) => operate::mirror(&ctx, args),
         Command::Repair(args) => operate::repair(&ctx, args),
         Command::Adopt(args) => operate::adopt(&ctx, args),
         Command::Verify(args) => verify::run(&ctx, args),

@@ -6,7 +6,7 @@ use anyhow::Result;
 use super::{load_keys, parse_outputs, publisher, Ctx, Outcome, UsageError};
 use crate::arch::Arch;
 use crate::cli::{
-    AdoptArgs, PromoteArgs, RefreshArgs, RepairArgs, RollbackArgs, UnyankArgs, YankArgs,
+    AdoptArgs, MirrorArgs, PromoteArgs, RefreshArgs, RepairArgs, RollbackArgs, UnyankArgs, YankArgs,
 };
 use crate::config::{parse_lifetime, Config};
 use crate::publisher::{Publisher, RepairRequest, Report};
@@ -180,6 +180,22 @@ pub(super) fn promote(ctx: &Ctx, args: PromoteArgs) -> Result<Outcome> {
         ));
     }
     show(ctx, &r, "promote")
+}
+
+pub(super) fn mirror(ctx: &Ctx, args: MirrorArgs) -> Result<Outcome> {
+    let http = crate::http::Http::new(args.ca.as_deref())?;
+    let r = with_publisher(ctx, |p, key, _| {
+        Ok(p.mirror(key, &http, &args.from, args.dry_run)?)
+    })?;
+    let fetched: usize = r.arches.iter().map(|a| a.uploads.len()).sum();
+    if !r.dry_run && !r.already_published {
+        ctx.ui.info(format!(
+            "mirrored {}: {fetched} payload(s) fetched, {}",
+            args.from,
+            super::human_bytes(r.upload_bytes)
+        ));
+    }
+    show(ctx, &r, "mirror")
 }
 
 pub(super) fn repair(ctx: &Ctx, args: RepairArgs) -> Result<Outcome> {

@@ -1034,6 +1034,7 @@ macro_rules! hosting_scenarios {
                 device_view_matches_the_directory_backend($view),
                 killed_at_every_point_of_every_write_the_channel_verifies_and_a_rerun_finishes($site),
                 promote_copies_payloads_on_the_hosting_directly($site),
+                mirror_copies_a_published_channel_verified_and_byte_for_byte($site),
                 concurrent_releases_of_two_versions_both_land($site),
                 raw_hosting_edits_reach_devices_and_a_restore_rolls_everything_back($site),
                 an_older_signed_manifest_put_back_is_refused_until_repaired($site),
@@ -1057,5 +1058,6 @@ macro_rules! hosting_scenarios {
 
 pub mod crash;
 pub mod holes;
+pub mod mirror;
 pub mod promote;
 pub mod scenarios;

@@ -17,6 +17,8 @@ pub use super::holes::{
     payload_bytes_changed_under_a_published_name_are_found_and_uploaded_again,
 };
 #[allow(unused_imports)]
+pub use super::mirror::mirror_copies_a_published_channel_verified_and_byte_for_byte;
+#[allow(unused_imports)]
 pub use super::promote::{
     promote_copies_payloads_on_the_hosting, promote_copies_payloads_on_the_hosting_directly,
 };
