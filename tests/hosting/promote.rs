@@ -8,8 +8,15 @@ use super::scenarios::{args, assert_listed_payloads_served, verifies, Chan};
 use super::{fake_xz, Layout, Relay, Site};
 use crate::common::*;
 
-/// Payload size: large enough that sending any payload would show.
-const BIG: usize = 4 << 20;
+/// Payload size: large enough that sending any payload would show;
+/// `scripts/bench-promote` sets `PROMOTE_PAYLOAD_MIB` for the measured run.
+fn big() -> usize {
+    std::env::var("PROMOTE_PAYLOAD_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(4)
+        << 20
+}
 
 fn release_big(ch: &Chan, version: &str) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
@@ -22,7 +29,7 @@ fn release_big(ch: &Chan, version: &str) -> tempfile::TempDir {
             dir.join(format!("appliance_{version}.efi.xz")),
         )
         .unwrap();
-        fake_xz(&dir.join(format!("store_{version}.img.xz")), BIG);
+        fake_xz(&dir.join(format!("store_{version}.img.xz")), big());
         argv.extend(["--output".to_string(), format!("{arch}={}", dir.display())]);
     }
     ch.run(&argv, 0);
