@@ -77,9 +77,10 @@ pub fn promote_copies_payloads_on_the_hosting(site: &Site, relay: Option<&Relay>
         // Manifests, signatures, history, lock and HTTP headers only.
         assert!(
             sent < 256 << 10,
-            "the publisher sent {sent} bytes to promote 3 × {BIG}"
+            "the publisher sent {sent} bytes to promote 3 × {}",
+            big()
         );
-        eprintln!("promote sent {sent} bytes for {} payload bytes", 3 * BIG);
+        eprintln!("promote sent {sent} bytes for {} payload bytes", 3 * big());
     }
     for arch in ARCHES {
         let m = ch.manifest(arch);
