@@ -163,9 +163,38 @@ pub struct Settings {
     pub codec: Codec,
     /// xz 0–9 (default 6), gzip 1–9 (default 6), zstd 1–19 (default 3); ignored for none.
     pub level: u32,
-    /// Worker threads for xz and zstd; 0 = all available cores. gzip is single-threaded
-    /// because the device's zlib reads only the first member of a multi-member file.
+    /// Worker threads for xz and zstd; 0 = as many as the cores and (xz)
+    /// `memory` allow. gzip is single-threaded because the device's zlib
+    /// reads only the first member of a multi-member file.
     pub threads: u32,
+    /// What the xz encoder may use (its own accounting, liblzma's
+    /// `lzma_stream_encoder_mt_memusage`) when it picks the thread count.
+    pub memory: u64,
+}
+
+/// The compressor's memory budget unless `[transfers] memory` says otherwise.
+pub const DEFAULT_MEMORY: u64 = 200 << 20;
+
+/// What a release needs besides the encoder: read and write buffers,
+/// hashing, the async runtime (about 22 MiB measured on uploads).
+const RESERVE: u64 = 32 << 20;
+
+/// The most xz threads (up to `cores`) whose encoder fits `memory`, or
+/// `None` when not even one does. Always the multi-threaded encoder: its
+/// output depends on the block size, not the thread count, so a release
+/// compresses to the same bytes on any machine.
+pub fn xz_threads(level: u32, cores: u32, memory: u64) -> Option<u32> {
+    let budget = memory.saturating_sub(RESERVE);
+    (1..=cores.max(1))
+        .rev()
+        .find(|&t| xz_memusage(level, t) - RESERVE <= budget)
+}
+
+/// What the xz encoder of `level` with `threads` needs, for messages.
+pub fn xz_memusage(level: u32, threads: u32) -> u64 {
+    let mut b = liblzma::stream::MtStreamBuilder::new();
+    b.preset(level).threads(threads.max(1));
+    b.memusage() + RESERVE
 }
 
 impl Settings {
@@ -175,6 +204,7 @@ impl Settings {
             codec,
             level: codec.default_level(),
             threads: 0,
+            memory: DEFAULT_MEMORY,
         }
     }
 
@@ -270,14 +300,18 @@ pub fn compress(
         }
         Codec::Xz => {
             use liblzma::stream::{Check, MtStreamBuilder, Stream};
-            let stream = if threads > 1 {
-                MtStreamBuilder::new()
-                    .threads(threads)
+            let t = match s.threads {
+                0 => xz_threads(s.level, threads, s.memory),
+                n => Some(n),
+            };
+            let stream = match t {
+                Some(t) => MtStreamBuilder::new()
+                    .threads(t)
                     .preset(s.level)
                     .check(Check::Crc64)
-                    .encoder()
-            } else {
-                Stream::new_easy_encoder(s.level, Check::Crc64)
+                    .encoder(),
+                // Config validation refuses a budget this small; still compress.
+                None => Stream::new_easy_encoder(s.level, Check::Crc64),
             }
             .map_err(|e| init(&e))?;
             let mut enc = liblzma::write::XzEncoder::new_stream(sink, stream);
@@ -338,6 +372,27 @@ fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xz_threads_fit_the_memory_budget() {
+        // liblzma's own accounting at level 6: ~165 MiB per thread.
+        assert_eq!(xz_threads(6, 8, DEFAULT_MEMORY), Some(1));
+        assert_eq!(xz_threads(6, 8, 400 << 20), Some(2));
+        assert_eq!(
+            xz_threads(6, 1, 1 << 30),
+            Some(1),
+            "never more than the cores"
+        );
+        assert_eq!(xz_threads(1, 4, DEFAULT_MEMORY), Some(4));
+        assert_eq!(xz_threads(9, 8, DEFAULT_MEMORY), None);
+        for level in 0..=9 {
+            for t in 1..=4 {
+                if let Some(n) = xz_threads(level, t, DEFAULT_MEMORY) {
+                    assert!(xz_memusage(level, n) <= DEFAULT_MEMORY, "level {level}");
+                }
+            }
+        }
+    }
     use sha2::{Digest as _, Sha256};
     use std::process::{Command, Stdio};
 
@@ -422,6 +477,7 @@ mod tests {
 
     fn settings(codec: Codec, level: u32, threads: u32) -> Settings {
         Settings {
+            memory: DEFAULT_MEMORY,
             codec,
             level,
             threads,

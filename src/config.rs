@@ -90,6 +90,7 @@ struct RawTransfers {
     compress: Option<String>,
     level: Option<u32>,
     threads: Option<u32>,
+    memory: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -141,8 +142,10 @@ pub struct Transfers {
     pub dir: PathBuf,
     pub compress: Codec,
     pub level: Option<u32>,
-    /// 0 = one per core.
+    /// 0 = as many as the cores and `memory` allow.
     pub threads: u32,
+    /// The compressor's memory budget (`[transfers] memory`, bytes).
+    pub memory: u64,
 }
 
 impl Transfers {
@@ -152,6 +155,7 @@ impl Transfers {
             codec: self.compress,
             level: self.level.unwrap_or_else(|| self.compress.default_level()),
             threads: self.threads,
+            memory: self.memory,
         }
     }
 }
@@ -316,11 +320,59 @@ impl Config {
                 ));
             }
         }
+        let memory = match &raw.transfers.memory {
+            None => crate::compress::DEFAULT_MEMORY,
+            Some(toml::Value::Integer(n)) if *n > 0 => *n as u64,
+            Some(toml::Value::String(v)) => {
+                parse_size(v).map_err(|m| invalid("transfers.memory", m))?
+            }
+            Some(other) => {
+                return Err(invalid(
+                    "transfers.memory",
+                    format!("{other}: give bytes or a size like \"200M\""),
+                ))
+            }
+        };
+        let threads = raw.transfers.threads.unwrap_or(0);
+        if threads > 256 {
+            return Err(invalid(
+                "transfers.threads",
+                format!("{threads}: give 0 (as many as fit) or 1 to 256"),
+            ));
+        }
+        let level = raw
+            .transfers
+            .level
+            .unwrap_or_else(|| compress.default_level());
+        if compress == Codec::Xz {
+            let mib = |b: u64| b.div_ceil(1 << 20);
+            if threads > 0 && crate::compress::xz_memusage(level, threads) > memory {
+                return Err(invalid(
+                    "transfers.threads",
+                    format!(
+                        "{threads} xz threads at level {level} need {} MiB, more than transfers.memory ({} MiB); use fewer threads, 0 to fit, or raise memory",
+                        mib(crate::compress::xz_memusage(level, threads)),
+                        mib(memory)
+                    ),
+                ));
+            }
+            if crate::compress::xz_threads(level, 1, memory).is_none() {
+                return Err(invalid(
+                    "transfers.memory",
+                    format!(
+                        "{} MiB is less than one xz thread at level {level} needs ({} MiB); raise it or lower transfers.level",
+                        mib(memory),
+                        mib(crate::compress::xz_memusage(level, 1))
+                    ),
+                ));
+            }
+        }
         let transfers = Transfers {
             dir: resolve(raw.transfers.dir.as_deref().unwrap_or("sysupdate.d")),
             compress,
             level: raw.transfers.level,
-            threads: raw.transfers.threads.unwrap_or(0),
+            threads,
+            memory,
         };
 
         let nix = raw
@@ -903,5 +955,37 @@ keyring = "k.pgp"
         assert!(e.contains("channels.canary.keep"), "{e}");
         let none = "[signing]\nsecret-key = \"k\"\nkeyring = \"r\"\n";
         assert!(parse(none).unwrap_err().to_string().contains("missing"));
+    }
+
+    #[test]
+    fn the_compressor_memory_budget_is_checked_up_front() {
+        let with = |t: &str| parse(&GOOD.replace("compress = \"gzip\"", t));
+        let c = with("compress = \"xz\"").unwrap();
+        assert_eq!(c.transfers.memory, crate::compress::DEFAULT_MEMORY);
+        let c = with("compress = \"xz\"\nmemory = \"1G\"").unwrap();
+        assert_eq!(c.transfers.memory, 1 << 30);
+        let e = with("compress = \"xz\"\nthreads = 100000")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("transfers.threads") && e.contains("1 to 256"),
+            "{e}"
+        );
+        let e = with("compress = \"xz\"\nthreads = 4")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than transfers.memory (200 MiB)"), "{e}");
+        let e = with("compress = \"xz\"\nlevel = 9")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("transfers.memory") && e.contains("level 9"),
+            "{e}"
+        );
+        with("compress = \"xz\"\nlevel = 9\nmemory = \"2G\"").unwrap();
+        let e = with("compress = \"xz\"\nmemory = true")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("transfers.memory"), "{e}");
     }
 }

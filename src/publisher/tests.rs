@@ -92,6 +92,7 @@ impl World {
                 codec: Codec::Xz,
                 level: 0,
                 threads: 1,
+                memory: crate::compress::DEFAULT_MEMORY,
             },
             checks: Default::default(),
             skip: Default::default(),
