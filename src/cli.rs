@@ -175,6 +175,12 @@ pub struct ReleaseArgs {
     /// Why checks are skipped, for the history (required with --skip-check)
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+
+    /// Read every build output file again instead of trusting the stamp
+    /// cache ($SYSUPDATE_PUBLISH_CACHE_DIR, else ~/.cache/sysupdate-publish),
+    /// which skips files unchanged (inode, size, mtime, ctime) since hashed
+    #[arg(long)]
+    pub deep: bool,
 }
 
 #[derive(Args, Debug)]

@@ -8,7 +8,8 @@
 //! - formats: `arch`, `version`, `pattern`, `transfer`, `manifest` (with
 //!   the layout's file names), `hash`, `compress`, `signing`, `image`
 //!   (what a payload holds: PE, GPT, file system);
-//! - payloads: `payload` (identity: stamp, digest), `stage`, `nix`,
+//! - payloads: `payload` (identity: stamp, digest), `stamps` (what earlier
+//!   runs learned of unchanged files), `stage`, `nix`,
 //!   `preflight` (content checks on staged payloads);
 //! - hosting: `store` (one trait; directory, S3, WebDAV, memory), `http`;
 //! - channel: `ledger` (the history), `channel` (read + verify +
@@ -39,6 +40,7 @@ pub mod publisher;
 pub mod sdsyntax;
 pub mod signing;
 pub mod stage;
+pub mod stamps;
 pub mod store;
 pub mod transfer;
 pub mod ui;

@@ -15,7 +15,7 @@ use crate::hash::{self, Digest};
 
 /// What tells a file's content changed without reading it: every write
 /// updates ctime (nanoseconds), a replacement changes the inode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileStamp {
     dev: u64,
     ino: u64,
@@ -39,6 +39,35 @@ impl FileStamp {
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
         })
+    }
+
+    /// `stamp` with one field changed, for each field (tests of what
+    /// relies on stamps).
+    #[cfg(test)]
+    pub(crate) fn each_field_changed(stamp: &FileStamp) -> Vec<FileStamp> {
+        let s = *stamp;
+        vec![
+            FileStamp {
+                dev: s.dev + 1,
+                ..s
+            },
+            FileStamp {
+                ino: s.ino + 1,
+                ..s
+            },
+            FileStamp {
+                size: s.size + 1,
+                ..s
+            },
+            FileStamp {
+                mtime: (s.mtime.0, s.mtime.1 + 1),
+                ..s
+            },
+            FileStamp {
+                ctime: (s.ctime.0 + 1, s.ctime.1),
+                ..s
+            },
+        ]
     }
 }
 

@@ -24,10 +24,11 @@ use thiserror::Error;
 use crate::arch::Arch;
 use crate::compress::{self, Codec, Settings};
 use crate::hash::{self, Digest};
-use crate::image::{Content, Inspector};
+use crate::image::{Content, Evidence, Inspector};
 use crate::manifest;
 use crate::payload::{FileStamp, PayloadDigest, Source};
 use crate::progress::{Events, NoBars};
+use crate::stamps::StampCache;
 
 #[derive(Debug, Error)]
 pub enum StageError {
@@ -98,6 +99,10 @@ pub struct Payload {
     /// What the decompressed bytes are, for preflight; `None` when not
     /// inspected (checks off, or a format we cannot decode).
     pub content: Option<Content>,
+    /// What the inspection kept, for the stamp cache (`None`: nothing new).
+    pub evidence: Option<Evidence>,
+    /// Payload bytes staging read (hashing, inspecting, compressing).
+    pub read: u64,
 }
 
 impl Payload {
@@ -122,6 +127,47 @@ impl Payload {
 /// Which already-compressed payloads staging leaves unhashed: those whose
 /// upload will hash them (names the hosting does not have yet).
 pub type Defer<'a> = &'a (dyn Fn(Arch, &str) -> bool + Sync);
+
+/// How to stage.
+#[derive(Clone, Copy)]
+pub struct Options<'a> {
+    pub settings: &'a Settings,
+    pub defer: Defer<'a>,
+    /// Look at each payload's content on the way (preflight).
+    pub inspect: bool,
+    /// What earlier runs learned of unchanged files.
+    pub stamps: &'a StampCache,
+}
+
+impl<'a> Options<'a> {
+    /// Hash everything, inspect nothing, trust no cache (repair).
+    pub fn deep(settings: &'a Settings, stamps: &'a StampCache) -> Options<'a> {
+        Options {
+            settings,
+            defer: &|_, _| false,
+            inspect: false,
+            stamps,
+        }
+    }
+}
+
+/// Records in the stamp cache what staging and uploads learned: the hashes
+/// of build output files (not of our own compressed copies, which are
+/// gone after the run) and what preflight kept of their content.
+pub fn remember(stamps: &StampCache, payloads: &[Payload]) {
+    for p in payloads.iter().filter(|p| p.compressed_from.is_none()) {
+        let (Some(stamp), Some(digest)) = (p.stamp, p.sha256.get()) else {
+            continue;
+        };
+        if FileStamp::of(&p.file).ok() != Some(stamp) {
+            continue;
+        }
+        stamps.remember(&p.file, &stamp, &digest);
+        if let Some(e) = &p.evidence {
+            stamps.remember_evidence(&digest, e);
+        }
+    }
+}
 
 /// Where nix outputs' links may point: its files are immutable build results.
 const NIX_STORE: &str = "/nix/store/";
@@ -262,15 +308,13 @@ fn is_compressed(path: &Path) -> Result<bool, std::io::Error> {
 /// itself, and stays one architecture at a time).
 pub fn stage_all(
     jobs: &[(Arch, &[InputFile])],
-    settings: &Settings,
+    opts: Options,
     staging: &Path,
-    defer: Defer,
-    inspect: bool,
     events: &dyn Events,
 ) -> Result<Vec<Vec<Payload>>, StageError> {
     let compressed = |(arch, files): &(Arch, &[InputFile])| {
         files.iter().try_fold(true, |all, f| {
-            let name = published_name(f, settings.codec).map_err(|e| StageError::Io {
+            let name = published_name(f, opts.settings.codec).map_err(|e| StageError::Io {
                 arch: *arch,
                 path: f.path.clone(),
                 source: e,
@@ -285,16 +329,14 @@ pub fn stage_all(
     if !parallel || jobs.len() < 2 {
         return jobs
             .iter()
-            .map(|(arch, files)| stage(*arch, files, settings, staging, defer, inspect, events))
+            .map(|(arch, files)| stage(*arch, files, opts, staging, events))
             .collect();
     }
     let events = &NoBars(events);
     std::thread::scope(|s| {
         let handles: Vec<_> = jobs
             .iter()
-            .map(|(arch, files)| {
-                s.spawn(move || stage(*arch, files, settings, staging, defer, inspect, events))
-            })
+            .map(|(arch, files)| s.spawn(move || stage(*arch, files, opts, staging, events)))
             .collect();
         handles
             .into_iter()
@@ -305,17 +347,17 @@ pub fn stage_all(
 
 /// Hashes or compresses every input; compressed copies go into `staging`.
 /// Already-compressed inputs that `defer` names are only stamped: their
-/// upload hashes them. With `inspect`, each payload's content is seen on
-/// the way (see the module documentation).
+/// upload hashes them. Inputs the stamp cache knows unchanged are not read.
+/// With `inspect`, each payload's content is seen on the way (see the module
+/// documentation).
 pub fn stage(
     arch: Arch,
     inputs: &[InputFile],
-    settings: &Settings,
+    opts: Options,
     staging: &Path,
-    defer: Defer,
-    inspect: bool,
     events: &dyn Events,
 ) -> Result<Vec<Payload>, StageError> {
+    let settings = opts.settings;
     let io = |path: &Path, source| StageError::Io {
         arch,
         path: path.to_path_buf(),
@@ -328,53 +370,9 @@ pub fn stage(
         let len = src.metadata().map_err(|e| io(&input.path, e))?.len();
         if name == input.name {
             drop(src);
-            let content = if inspect {
-                let (content, read) = inspect_file(&input.path).map_err(|e| io(&input.path, e))?;
-                match &content {
-                    Ok(c) => events.detail(format!(
-                        "{arch}: {name}: preflight read {read} of {len} bytes: {}",
-                        c.describe()
-                    )),
-                    Err(why) => events.warn(format!(
-                        "{arch}: {name}: preflight cannot look inside: {why}"
-                    )),
-                }
-                content.ok()
-            } else {
-                None
-            };
-            let before = FileStamp::of(&input.path).ok();
-            if let Some(stamp) = before.filter(|s| s.size() == len && defer(arch, &name)) {
-                events.detail(format!(
-                    "{arch}: {name}: already compressed, {len} bytes, hashed while uploading"
-                ));
-                out.push(Payload {
-                    name,
-                    file: input.path.clone(),
-                    sha256: PayloadDigest::deferred(),
-                    size: len,
-                    compressed_from: None,
-                    stamp: Some(stamp),
-                    content,
-                });
-                continue;
-            }
-            let bar = events.bar(len, &format!("{arch} hash {name}"));
-            let (sha256, size) = hash::hash_file_with_progress(&input.path, &mut |n| bar.inc(n))
+            let payload = stage_compressed(arch, input, name, len, opts, events)
                 .map_err(|e| io(&input.path, e))?;
-            // Changed while we hashed: no stamp, so the upload hashes again.
-            let stamp = before.filter(|b| FileStamp::of(&input.path).ok() == Some(*b));
-            bar.finish();
-            events.detail(format!("{arch}: {name}: already compressed, {size} bytes"));
-            out.push(Payload {
-                name,
-                file: input.path.clone(),
-                sha256: PayloadDigest::known(sha256),
-                size,
-                compressed_from: None,
-                stamp,
-                content,
-            });
+            out.push(payload);
             continue;
         }
         let dir = staging.join(arch.systemd());
@@ -385,7 +383,7 @@ pub fn stage(
             len,
             &format!("{arch} {} {name}", settings.codec.extension()),
         );
-        let mut inspector = inspect.then(Inspector::new);
+        let mut inspector = opts.inspect.then(Inspector::new);
         let src = Watched {
             inner: src,
             inspector: inspector.as_mut(),
@@ -415,6 +413,8 @@ pub fn stage(
             size: result.size,
             compressed_from: Some(input.name.clone()),
             content: inspector.map(|i| i.finish(Some(result.input_size))),
+            evidence: None,
+            read: result.input_size,
         });
     }
     Ok(out)
@@ -455,6 +455,87 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
+/// An input published as it is (already compressed): hashed now, left to
+/// its upload (`defer`), or known from the stamp cache without a read.
+fn stage_compressed(
+    arch: Arch,
+    input: &InputFile,
+    name: String,
+    len: u64,
+    opts: Options,
+    events: &dyn Events,
+) -> std::io::Result<Payload> {
+    let path = &input.path;
+    let before = FileStamp::of(path).ok().filter(|s| s.size() == len);
+    let mut read = 0;
+    let (sha256, size, stamp) =
+        if let Some(digest) = before.and_then(|s| opts.stamps.digest(path, &s)) {
+            events.detail(format!(
+            "{arch}: {name}: already compressed, {len} bytes, unchanged since hashed (stamp cache)"
+        ));
+            (PayloadDigest::known(digest), len, before)
+        } else if let Some(stamp) = before.filter(|_| (opts.defer)(arch, &name)) {
+            events.detail(format!(
+                "{arch}: {name}: already compressed, {len} bytes, hashed while uploading"
+            ));
+            (PayloadDigest::deferred(), len, Some(stamp))
+        } else {
+            let bar = events.bar(len, &format!("{arch} hash {name}"));
+            let (sha256, size) = hash::hash_file_with_progress(path, &mut |n| bar.inc(n))?;
+            // Changed while we hashed: no stamp, so the upload hashes again.
+            let stamp = before.filter(|b| FileStamp::of(path).ok() == Some(*b));
+            bar.finish();
+            read += size;
+            events.detail(format!("{arch}: {name}: already compressed, {size} bytes"));
+            (PayloadDigest::known(sha256), size, stamp)
+        };
+    let mut evidence = None;
+    let content = if !opts.inspect {
+        None
+    } else if let Some(e) = sha256.get().and_then(|d| opts.stamps.evidence(&d)) {
+        let c = e.replay();
+        events.detail(format!(
+            "{arch}: {name}: preflight from the stamp cache: {}",
+            c.describe()
+        ));
+        Some(c)
+    } else {
+        let (found, n) = inspect_file(path)?;
+        read += n;
+        match found {
+            Ok((c, e)) => {
+                events.detail(format!(
+                    "{arch}: {name}: preflight read {n} of {len} bytes: {}",
+                    c.describe()
+                ));
+                evidence = Some(e);
+                Some(c)
+            }
+            Err(why) => {
+                events.warn(format!(
+                    "{arch}: {name}: preflight cannot look inside: {why}"
+                ));
+                None
+            }
+        }
+    };
+    Ok(Payload {
+        name,
+        file: path.clone(),
+        sha256,
+        size,
+        compressed_from: None,
+        stamp,
+        content,
+        evidence,
+        read,
+    })
+}
+
+/// What a payload holds and the evidence for it, or why it could not be
+/// looked into.
+pub type Inspected = Result<(Content, Evidence), String>;
+
 /// What a payload that stays as it is holds, and how many bytes of the
 /// file that took. A compressed one is decoded from its start only until
 /// the inspector has what it needs (the first 128 KiB, and a UKI's
@@ -462,7 +543,7 @@ impl<R: Read> Read for Counted<R> {
 /// unless decoding reached the end. An uncompressed one is read where the
 /// inspector asks (positioned reads). `Err` says why it could not look:
 /// bzip2 or lz4 (no decoder here), or data that does not decompress.
-pub fn inspect_file(path: &Path) -> std::io::Result<(Result<Content, String>, u64)> {
+pub fn inspect_file(path: &Path) -> std::io::Result<(Inspected, u64)> {
     use std::os::unix::fs::FileExt;
     let file = File::open(path)?;
     let len = file.metadata()?.len();
@@ -485,7 +566,8 @@ pub fn inspect_file(path: &Path) -> std::io::Result<(Result<Content, String>, u6
                 break;
             }
         }
-        return Ok((Ok(inspector.finish(Some(len))), read));
+        let evidence = inspector.evidence(Some(len));
+        return Ok((Ok((inspector.finish(Some(len)), evidence)), read));
     };
     let read = std::rc::Rc::new(std::cell::Cell::new(0));
     let counted = Counted {
@@ -521,5 +603,9 @@ pub fn inspect_file(path: &Path) -> std::io::Result<(Result<Content, String>, u6
         inspector.feed_at(at, &buf[..n]);
         at += n as u64;
     }
-    Ok((Ok(inspector.finish(ended.then_some(at))), read.get()))
+    let evidence = inspector.evidence(ended.then_some(at));
+    Ok((
+        Ok((inspector.finish(ended.then_some(at)), evidence)),
+        read.get(),
+    ))
 }

@@ -143,6 +143,77 @@ fn republishing_the_same_version_and_bytes_is_a_no_op() {
     assert_eq!(snapshot(&ch.store), before);
 }
 
+/// The stamp cache: a rerun on unchanged outputs reads no payload byte; a
+/// file rewritten (even to the same bytes and mtime) is read again, alone;
+/// other bytes under the same stamp-looking file are still refused;
+/// `--deep` reads everything.
+#[test]
+fn a_rerun_on_unchanged_outputs_reads_no_payload_bytes() {
+    let ch = Channel::new("");
+    let args = fake_outputs(ch.dir.path(), "18");
+    let release = |extra: &[&str], expect| {
+        let mut a: Vec<String> = vec!["release".into()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(args.iter().cloned());
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        ch.json(&a, expect)
+    };
+    let first = release(&[], 0);
+    assert!(first["read_bytes"].as_u64().unwrap() > 0, "{first}");
+    let again = release(&[], 0);
+    assert_eq!(again["already_published"], true);
+    assert_eq!(again["read_bytes"], 0, "{again}");
+
+    let output = fake_output(ch.dir.path(), "aarch64-linux", "18");
+    let store_img = output.join("store_18.img.xz");
+    let bytes = std::fs::read(&store_img).unwrap();
+    let mtime = std::fs::metadata(&store_img).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&store_img, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&store_img)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let rewritten = release(&[], 0);
+    assert_eq!(rewritten["already_published"], true);
+    assert_eq!(rewritten["read_bytes"], bytes.len() as u64, "{rewritten}");
+
+    // Same size, same mtime, other bytes: ctime gives it away.
+    let mut other = bytes.clone();
+    let last = other.len() - 1;
+    other[last] ^= 1;
+    std::fs::write(&store_img, &other).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&store_img)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let before = snapshot(&ch.store);
+    let mut cmd = ch.cmd();
+    let refused = run(cmd.arg("release").args(&args), 1);
+    assert!(
+        stderr(&refused).contains("already published with different content"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(snapshot(&ch.store), before);
+    std::fs::write(&store_img, &bytes).unwrap();
+
+    let deep = release(&["--deep"], 0);
+    let total: u64 = SYSTEMS
+        .iter()
+        .flat_map(|s| std::fs::read_dir(fake_output(ch.dir.path(), s, "18")).unwrap())
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(
+        deep["read_bytes"].as_u64().unwrap() >= total,
+        "{deep} < {total}"
+    );
+}
+
 #[test]
 fn dry_run_prints_the_plan_and_touches_nothing() {
     let ch = Channel::new("keep = 1");
@@ -198,7 +269,8 @@ fn new_payloads_are_hashed_while_uploading_and_reported_with_their_hashes() {
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         (r, stderr(&out))
     };
-    let (dry, dry_log) = release(&["--dry-run"]);
+    // --deep: the dry run must not teach the stamp cache these hashes.
+    let (dry, dry_log) = release(&["--dry-run", "--deep"]);
     assert!(!dry_log.contains("hashed while uploading"), "{dry_log}");
     let (real, log) = release(&[]);
     assert_eq!(

@@ -215,6 +215,7 @@ fn inspect_contents(
     for (name, path) in files {
         let (content, _) = crate::stage::inspect_file(path)
             .with_context(|| format!("reading {}", path.display()))?;
+        let content = content.map(|(c, _)| c);
         let what = match &content {
             Ok(c) => c.describe(),
             Err(why) => format!("not inspected: {why}"),

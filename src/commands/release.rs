@@ -7,6 +7,7 @@ use super::{human_bytes, load_keys, parse_outputs, publisher, Ctx, Outcome, Usag
 use crate::cli::ReleaseArgs;
 use crate::preflight::Check;
 use crate::publisher::{ReleaseRequest, Report, Skip};
+use crate::stamps::StampCache;
 use crate::ui::Ui;
 
 /// One line per arch: what the release changes there.
@@ -115,6 +116,10 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
         compress,
         checks: config.checks.clone(),
         skip,
+        stamps: std::sync::Arc::new(match StampCache::default_dir() {
+            Some(dir) if !args.deep => StampCache::open(&dir),
+            _ => StampCache::off(),
+        }),
     };
     let report = publisher.release(&key, &req)?;
     print_report(ui, &report);

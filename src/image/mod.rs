@@ -115,6 +115,25 @@ impl Content {
     }
 }
 
+/// The bytes an [`Inspector`] kept (offset, bytes) and the size it was
+/// finished with: all [`analyze`] depends on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Evidence {
+    pub chunks: Vec<(u64, Vec<u8>)>,
+    pub exact_size: Option<u64>,
+}
+
+impl Evidence {
+    /// The content the inspection that kept this evidence found.
+    pub fn replay(&self) -> Content {
+        let mut i = Inspector::new();
+        for (offset, bytes) in &self.chunks {
+            i.feed_at(*offset, bytes);
+        }
+        i.finish(self.exact_size)
+    }
+}
+
 /// A range of the stream to keep, filled front to back.
 #[derive(Debug)]
 struct Capture {
@@ -211,6 +230,16 @@ impl Inspector {
             c.offer(0, &self.head.data);
             self.ranges.push(c);
         }
+    }
+
+    /// What was kept so far: replaying it into a new inspector gives the
+    /// same [`Content`] without reading the payload again.
+    pub fn evidence(&self, exact_size: Option<u64>) -> Evidence {
+        let chunks = std::iter::once(&self.head)
+            .chain(&self.ranges)
+            .map(|c| (c.start, c.data.clone()))
+            .collect();
+        Evidence { chunks, exact_size }
     }
 
     /// What the payload is. `exact_size` when the whole stream went past

@@ -39,6 +39,19 @@ fn gpt_guid(name: &str) -> String {
     g.to_string()
 }
 
+/// A short file and a GPT: the evidence replays to the same content too.
+#[test]
+fn evidence_replays_to_the_same_content() {
+    for data in [b"MZ".to_vec(), sfdisk_image(&["root-x86-64", "esp"])] {
+        let mut i = Inspector::new();
+        for (n, chunk) in data.chunks(4000).enumerate() {
+            i.feed_at(n as u64 * 4000, chunk);
+        }
+        let evidence = i.evidence(Some(data.len() as u64));
+        assert_eq!(evidence.replay(), i.finish(Some(data.len() as u64)));
+    }
+}
+
 #[test]
 fn inspector_keeps_osrel_beyond_the_head() {
     let osrel = b"ID=appliance\nIMAGE_ID=appliance\nIMAGE_VERSION=18\n";
@@ -61,7 +74,15 @@ fn inspector_keeps_osrel_beyond_the_head() {
         off += chunk.len() as u64;
     }
     assert!(i.done());
+    let evidence = i.evidence(Some(img.len() as u64));
+    let kept: usize = evidence.chunks.iter().map(|(_, b)| b.len()).sum();
+    assert!(kept < HEAD_LEN + 4096, "kept {kept} bytes");
     let c = i.finish(Some(img.len() as u64));
+    assert_eq!(
+        evidence.replay(),
+        c,
+        "the evidence alone gives the same content"
+    );
     let Kind::Pe { pe, osrel } = &c.kind else {
         panic!("{c:?}")
     };

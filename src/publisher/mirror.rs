@@ -236,6 +236,8 @@ impl Publisher<'_> {
             compressed_from: None,
             // The source's publisher ran the release checks.
             content: None,
+            evidence: None,
+            read: 0,
         })
     }
 }

@@ -23,6 +23,7 @@ use crate::preflight::{self, Check};
 use crate::progress::Events;
 use crate::signing::Signer;
 use crate::stage::{self, InputFile, Payload};
+use crate::stamps::StampCache;
 use crate::store::{Store, StoreError};
 use crate::transfer::Transfer;
 use crate::version::Version;
@@ -43,6 +44,9 @@ pub struct ReleaseRequest {
     pub checks: preflight::Settings,
     /// Checks not to run, and why (recorded in the history).
     pub skip: Skip,
+    /// What earlier runs learned of unchanged output files
+    /// ([`StampCache::off`] reads every byte).
+    pub stamps: std::sync::Arc<StampCache>,
 }
 
 /// `--skip-check`: the checks a release goes without, with the reason.
@@ -188,6 +192,7 @@ impl Publisher<'_> {
                 source,
             })?;
         let inputs = self.stage(&pre, &outputs, req, staging.path())?;
+        self.remember_stamps(req, &inputs);
         // Withdrawn versions and --version are checked on the staged names
         // too (before the lock, so a refusal costs no lock wait).
         let version = plan::release_version(&transfers, &inputs, req.version.as_deref())?;
@@ -202,11 +207,31 @@ impl Publisher<'_> {
             settings: self.settings(),
         };
         let versions = [version.clone()];
-        self.write(key, req.dry_run, (Action::Publish, &versions), |ch| {
+        let written = self.write(key, req.dry_run, (Action::Publish, &versions), |ch| {
             let mut plan = plan::plan_release(self.store, ch, &transfers, &inputs, opts)?;
             plan.skipped_checks = req.skip.record();
             Ok(plan)
-        })
+        });
+        // Uploads learned the hashes of new payloads: the next run reads none.
+        self.remember_stamps(req, &inputs);
+        let mut report = written?;
+        report.read_bytes = inputs
+            .iter()
+            .flat_map(|i| &i.payloads)
+            .map(|p| p.read)
+            .sum();
+        Ok(report)
+    }
+
+    fn remember_stamps(&self, req: &ReleaseRequest, inputs: &[ReleaseInput]) {
+        for input in inputs {
+            stage::remember(&req.stamps, &input.payloads);
+        }
+        if let Err(e) = req.stamps.save() {
+            self.events.warn(format!(
+                "cannot save the stamp cache (the next run hashes again): {e}"
+            ));
+        }
     }
 
     /// Publishes `version` as channel `source` publishes it: reads and
@@ -365,14 +390,13 @@ impl Publisher<'_> {
             .iter()
             .map(|o| (o.arch, o.files.as_slice()))
             .collect();
-        let staged = stage::stage_all(
-            &jobs,
-            &req.compress,
-            staging,
-            &defer,
-            req.skip.any_check(),
-            self.events,
-        )?;
+        let opts = stage::Options {
+            settings: &req.compress,
+            defer: &defer,
+            inspect: req.skip.any_check(),
+            stamps: &req.stamps,
+        };
+        let staged = stage::stage_all(&jobs, opts, staging, self.events)?;
         Ok(outputs
             .iter()
             .zip(staged)
@@ -584,15 +608,10 @@ impl Publisher<'_> {
                 .iter()
                 .find(|o| o.arch == arch)
                 .expect("every arch has an output");
-            let staged = stage::stage(
-                arch,
-                &o.files,
-                &req.compress,
-                staging,
-                &|_, _| false,
-                false,
-                self.events,
-            )?;
+            // Repair trusts no cache: it reads every byte it vouches for.
+            let off = StampCache::off();
+            let opts = stage::Options::deep(&req.compress, &off);
+            let staged = stage::stage(arch, &o.files, opts, staging, self.events)?;
             for (name, sha256) in files {
                 let found = staged.iter().find(|p| {
                     p.name == name

@@ -73,6 +73,9 @@ pub struct Report {
     pub finished_interrupted: Option<u64>,
     /// Payload bytes this machine sent to the hosting.
     pub upload_bytes: u64,
+    /// Build output bytes read to hash, inspect or compress them (0 when
+    /// the stamp cache knew every file unchanged).
+    pub read_bytes: u64,
     /// The channel a promotion took the version from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<crate::ledger::Origin>,
@@ -99,6 +102,7 @@ impl Report {
             history_seq: None,
             finished_interrupted: None,
             upload_bytes: plan.upload_bytes() + plan.arches.iter().map(|a| a.streamed).sum::<u64>(),
+            read_bytes: 0,
             source: plan.source.clone(),
             arches: plan
                 .arches

@@ -96,6 +96,7 @@ impl World {
             },
             checks: Default::default(),
             skip: Default::default(),
+            stamps: std::sync::Arc::new(crate::stamps::StampCache::off()),
         }
     }
 

@@ -8,13 +8,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// Our binary. Each test process remembers channel history heads in a
-/// state directory of its own, never in the developer's.
+/// Our binary. Each test process remembers channel history heads and
+/// output hashes (the stamp cache) in directories of its own, never in the
+/// developer's.
 pub fn bin() -> Command {
     static STATE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     let state = STATE.get_or_init(|| tempfile::tempdir().unwrap());
     let mut c = Command::new(env!("CARGO_BIN_EXE_sysupdate-publish"));
-    c.env("SYSUPDATE_PUBLISH_STATE_DIR", state.path());
+    c.env("SYSUPDATE_PUBLISH_STATE_DIR", state.path().join("state"));
+    c.env("SYSUPDATE_PUBLISH_CACHE_DIR", state.path().join("cache"));
     c
 }
 
@@ -266,9 +268,11 @@ impl TestChannel {
         }
     }
 
-    /// Our binary with `--config` set.
+    /// Our binary with `--config` set, and a stamp cache of this channel's
+    /// own (what one test hashed never spares another test a read).
     pub fn cmd(&self) -> Command {
         let mut c = bin();
+        c.env("SYSUPDATE_PUBLISH_CACHE_DIR", self.dir.path().join("cache"));
         c.arg("--config").arg(&self.config);
         c
     }
