@@ -251,6 +251,8 @@ pub struct TestChannel {
     pub keys: Keys,
     pub store: PathBuf,
     pub config: PathBuf,
+    /// The stamp cache, outside `dir`: a refused write may still learn hashes.
+    pub cache: tempfile::TempDir,
 }
 
 impl TestChannel {
@@ -265,6 +267,7 @@ impl TestChannel {
             keys,
             store,
             config,
+            cache: tempfile::tempdir().unwrap(),
         }
     }
 
@@ -272,7 +275,7 @@ impl TestChannel {
     /// own (what one test hashed never spares another test a read).
     pub fn cmd(&self) -> Command {
         let mut c = bin();
-        c.env("SYSUPDATE_PUBLISH_CACHE_DIR", self.dir.path().join("cache"));
+        c.env("SYSUPDATE_PUBLISH_CACHE_DIR", self.cache.path());
         c.arg("--config").arg(&self.config);
         c
     }
