@@ -126,6 +126,15 @@ pub enum Command {
     /// expiry. Exits 1 on any problem.
     Verify(VerifyArgs),
 
+    /// Serve a directory store over HTTP(S) as devices need it (test VMs, demos)
+    ///
+    /// Real 404s for absent files, bytes exactly as stored (no Content-Encoding),
+    /// HEAD and byte ranges, Cache-Control as in the README's nginx snippet
+    /// (no-cache for manifests, signatures and the history; immutable payloads).
+    /// Never serves names starting with '.' or anything outside the store. For
+    /// production use nginx, S3 or a CDN.
+    Serve(ServeArgs),
+
     /// Create a signing key: armored secret key (mode 0600) and the binary keyring devices install
     ///
     /// The keyring goes onto devices as /etc/systemd/import-pubring.pgp and
@@ -307,6 +316,22 @@ pub struct VerifyArgs {
     /// Only these architectures (repeatable; default: those in the store)
     #[arg(long = "arch", value_name = "ARCH")]
     pub arches: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The directory store to serve [default: the channel's `store` directory]
+    #[arg(value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
+    /// Address and port to listen on (port 0: any free port, printed)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// PEM certificate chain: serve HTTPS (with --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -11,7 +11,8 @@
 //! - payloads: `payload` (identity: stamp, digest), `stamps` (what earlier
 //!   runs learned of unchanged files), `stage`, `nix`,
 //!   `preflight` (content checks on staged payloads);
-//! - hosting: `store` (one trait; directory, S3, WebDAV, memory), `http`;
+//! - hosting: `store` (one trait; directory, S3, WebDAV, memory), `http`,
+//!   `serve` (a directory store over HTTP(S), as devices need it);
 //! - channel: `ledger` (the history), `channel` (read + verify +
 //!   cross-check, problems, planning, refusals, device view);
 //! - publisher: `publisher`, the commit protocol, once;
@@ -38,6 +39,7 @@ pub mod preflight;
 pub mod progress;
 pub mod publisher;
 pub mod sdsyntax;
+pub mod serve;
 pub mod signing;
 pub mod stage;
 pub mod stamps;

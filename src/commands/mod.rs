@@ -4,6 +4,7 @@
 mod operate;
 mod plumbing;
 mod release;
+mod serve;
 mod status;
 mod verify;
 
@@ -68,6 +69,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Repair(args) => operate::repair(&ctx, args),
         Command::Adopt(args) => operate::adopt(&ctx, args),
         Command::Verify(args) => verify::run(&ctx, args),
+        Command::Serve(args) => serve::run(&ctx, args),
         Command::Keygen(args) => plumbing::keygen(&ctx, args),
         Command::Sign(args) => plumbing::sign(&ctx, args),
         Command::Sums(args) => plumbing::sums(&ctx, args),

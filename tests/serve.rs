@@ -1,0 +1,196 @@
+//! `serve` as devices and `verify` see it: a published channel served over
+//! HTTP and HTTPS (a test CA made by the real openssl), checked by our
+//! `verify` and by the real curl (404s, HEAD, ranges, no Content-Encoding,
+//! Cache-Control).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+
+/// A running `serve`; stopped when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(ch: &TestChannel, extra: &[&str]) -> Server {
+    let mut child = ch
+        .cmd()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("http"), "serve printed {line:?}");
+    let url = line.trim().to_string();
+    Server { child, url }
+}
+
+/// Status line and headers of a curl request (`-I` for HEAD).
+fn curl(args: &[&str], ca: Option<&Path>) -> String {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--noproxy", "*", "-o", "/dev/null", "-D", "-"]);
+    if let Some(ca) = ca {
+        c.arg("--cacert").arg(ca);
+    }
+    let out = c.args(args).output().expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().to_lowercase()
+}
+
+fn verify(ch: &TestChannel, url: &str, ca: Option<&Path>) -> serde_json::Value {
+    let mut c = ch.cmd();
+    c.args(["--json", "verify", "--deep", "--url", url]);
+    if let Some(ca) = ca {
+        c.arg("--ca").arg(ca);
+    }
+    let out = run(&mut c, 0);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn check_headers(base: &str, ca: Option<&Path>) {
+    let sums = format!("{base}x86-64/SHA256SUMS");
+    let payload = format!("{base}x86-64/store_18.img.xz");
+    let get = curl(&["-H", "Accept-Encoding: gzip, br", &sums], ca);
+    assert!(get.starts_with("http/1.1 200"), "{get}");
+    assert!(get.contains("cache-control: no-cache"), "{get}");
+    assert!(!get.contains("content-encoding"), "{get}");
+    let head = curl(&["-I", &payload], ca);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("immutable"), "{head}");
+    let range = curl(&["-r", "2-9", &payload], ca);
+    assert!(range.starts_with("http/1.1 206"), "{range}");
+    assert!(range.contains("content-length: 8"), "{range}");
+    for absent in [
+        "x86-64/SHA256SUMS.sha256-asc",
+        "x86-64/",
+        ".sysupdate-publish.lock",
+        "x86-64/../../../etc/passwd",
+    ] {
+        let r = curl(&["--path-as-is", &format!("{base}{absent}")], ca);
+        assert!(r.starts_with("http/1.1 404"), "{absent}: {r}");
+    }
+}
+
+#[test]
+fn a_served_channel_verifies_over_http() {
+    let ch = TestChannel::new("");
+    ch.run(
+        &[
+            &["release"][..],
+            &output_args("18")
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        ]
+        .concat(),
+        0,
+    );
+    let server = serve(&ch, &[]);
+    let r = verify(&ch, &server.url, None);
+    assert_eq!(r["arches"].as_array().unwrap().len(), 3, "{r}");
+    check_headers(&server.url, None);
+}
+
+#[test]
+fn a_served_channel_verifies_over_https_with_its_ca() {
+    let ch = TestChannel::new("");
+    ch.run(
+        &[
+            &["release"][..],
+            &output_args("18")
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        ]
+        .concat(),
+        0,
+    );
+    let tls = tempfile::tempdir().unwrap();
+    let d = tls.path();
+    let sh = format!(
+        "set -e; cd {d:?}
+        openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout ca.key -out ca.crt -days 1 \
+          -subj '/CN=serve test CA' -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
+        openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout server.key -out server.csr -subj /CN=127.0.0.1
+        printf 'basicConstraints=critical,CA:FALSE\\nextendedKeyUsage=serverAuth\\nsubjectAltName=IP:127.0.0.1,DNS:localhost\\n' > ext
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -extfile ext -out server.crt"
+    );
+    let out = Command::new("bash").arg("-c").arg(&sh).output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cert = d.join("server.crt");
+    let key = d.join("server.key");
+    let server = serve(
+        &ch,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let ca = d.join("ca.crt");
+    verify(&ch, &server.url, Some(&ca));
+    check_headers(&server.url, Some(&ca));
+}
+
+#[test]
+fn serve_refuses_what_it_cannot_serve() {
+    let ch = TestChannel::new("");
+    // Nothing published yet: the store directory does not exist.
+    let out = ch.run(&["serve", "--listen", "127.0.0.1:0"], 2);
+    assert!(
+        stderr(&out).contains("is not a directory"),
+        "{}",
+        stderr(&out)
+    );
+    let out = ch.run(&["serve", "--tls-cert", "/nonexistent"], 2);
+    assert!(stderr(&out).contains("--tls-key"), "{}", stderr(&out));
+    std::fs::create_dir_all(&ch.store).unwrap();
+    let out = ch.run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "/nonexistent.pem",
+            "--tls-key",
+            "/nonexistent.key",
+        ],
+        1,
+    );
+    assert!(
+        stderr(&out).contains("/nonexistent.pem"),
+        "{}",
+        stderr(&out)
+    );
+}
