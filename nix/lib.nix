@@ -17,13 +17,15 @@
 # Rollout rings (optional; systemd 261 or later, see README "Staged rollouts"):
 #   {
 #     rings = [
-#       { channel = "canary"; url = "https://updates.example.com/canary"; fraction = "10%"; }
-#       { channel = "beta";   url = "https://updates.example.com/beta";   fraction = "20%"; }
+#       { channel = "canary"; fraction = "10%"; }  # url: https://updates.example.com/canary
+#       { channel = "beta"; url = "https://beta.example.com/appliance"; fraction = "20%"; }
 #     ];
 #     rolloutTag = "sysupdate-publish";            # optional; one tag for every ring
 #   }
 # Ring k follows its own channel on the machines in the cumulative band
 # (f1+...+f(k-1), f1+...+fk] of `ConditionFraction=<tag> <percent>`; the rest follow `url`.
+# A ring without `url` follows the channel beside the default one: `url` with its last
+# path component replaced by the ring's channel name.
 # Without `rings` (or with `rings = [ ]`) every output below is what it was before rings.
 let
   chars = s: builtins.genList (i: builtins.substring i 1 s) (builtins.stringLength s);
@@ -70,8 +72,14 @@ let
 
   nameOk = builtins.match "[A-Za-z0-9_][A-Za-z0-9_.-]*";
 
-  # [{ channel; url; fraction; }] -> [{ channel; url; lower; upper; conditions; }], checked.
-  bands = { rings ? [ ], rolloutTag ? "sysupdate-publish", ... }:
+  # "https://h/appliance/stable/" + "canary" -> "https://h/appliance/canary"
+  sibling = where: url: channel:
+    let m = builtins.match "([a-z0-9+.-]+://[^/]+/(.*/)?)[^/]+/*" url; in
+    if m == null then throw "${where}: no `url`, and the default url ${builtins.toJSON url} has no last path component to replace by the channel name; give the ring a url"
+    else "${builtins.head m}${channel}";
+
+  # [{ channel; url?; fraction; }] -> [{ channel; url; lower; upper; conditions; }], checked.
+  bands = { url, rings ? [ ], rolloutTag ? "sysupdate-publish", ... }:
     let
       tagged = if builtins.match "[A-Za-z0-9_.:-]+" rolloutTag != null then rolloutTag
         else throw "rolloutTag ${builtins.toJSON rolloutTag}: letters, digits and _ . : - only (it is one word of ConditionFraction=)";
@@ -90,7 +98,7 @@ let
           total = upper;
           bands = acc.bands ++ [{
             inherit channel lower upper;
-            url = r.url;
+            url = if (r.url or null) != null then r.url else sibling where url channel;
             # The band (lower, upper]: the tag's first `upper` machines, less its first `lower`.
             conditions = [ "${tagged} ${percent upper}" ]
               ++ (if lower > 0 then [ "!${tagged} ${percent lower}" ] else [ ]);

@@ -66,9 +66,15 @@ let
         '';
       };
       url = lib.mkOption {
-        type = lib.types.str;
+        type = lib.types.nullOr lib.types.str;
+        default = null;
         example = "https://updates.example.com/canary";
-        description = "URL of the ring's channel, as `url` for the default channel.";
+        description = ''
+          URL of the ring's channel, as `url` for the default channel. Default: the
+          channel beside the default one, i.e. `url` with its last path component
+          replaced by `channel` (`https://updates.example.com/stable` gives
+          `https://updates.example.com/canary` for the ring `canary`).
+        '';
       };
       fraction = lib.mkOption {
         type = lib.types.strMatching "[0-9]{1,3}(\\.[0-9]{1,2})?%";
@@ -135,8 +141,8 @@ in
       default = [ ];
       example = lib.literalExpression ''
         [
-          { channel = "canary"; url = "https://updates.example.com/canary"; fraction = "5%"; }
-          { channel = "beta"; url = "https://updates.example.com/beta"; fraction = "20%"; }
+          { channel = "canary"; fraction = "5%"; }   # https://updates.example.com/canary
+          { channel = "beta"; url = "https://beta.example.com/appliance"; fraction = "20%"; }
         ]
       '';
       description = ''
