@@ -189,3 +189,215 @@ fn raw_nix_outputs_are_compressed_to_names_the_transfers_match() {
         .unwrap();
     assert!(xz.status.success() && !xz.stdout.is_empty());
 }
+
+// ------------------------------------------------------------------ rings
+
+/// A device description in `dir`: examples/minimal/device.nix updated with the
+/// attribute set `extra` (nix text), and what nix/lib.nix's `etcFiles` makes of
+/// it (`scripts/nix-eval-transfers --etc`) in `dir/etc`: the exit status and
+/// stderr, and every file written, by relative path.
+fn ring_etc(
+    dir: &std::path::Path,
+    extra: &str,
+    expect: i32,
+) -> (String, std::collections::BTreeMap<String, String>) {
+    let device = dir.join("device.nix");
+    std::fs::write(
+        &device,
+        format!(
+            "(import {}) // {extra}\n",
+            repo().join("examples/minimal/device.nix").display()
+        ),
+    )
+    .unwrap();
+    let etc = dir.join("etc");
+    let _ = std::fs::remove_dir_all(&etc);
+    let out = run(
+        nix_env(&mut Command::new(repo().join("scripts/nix-eval-transfers")))
+            .arg("--etc")
+            .arg(&device)
+            .arg(&etc),
+        expect,
+    );
+    let mut files = std::collections::BTreeMap::new();
+    if etc.exists() {
+        for e in walk(&etc) {
+            let rel = e.strip_prefix(&etc).unwrap().to_string_lossy().into_owned();
+            files.insert(rel, std::fs::read_to_string(&e).unwrap());
+        }
+    }
+    (stderr(&out), files)
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn example_transfer(name: &str) -> String {
+    std::fs::read_to_string(repo().join("examples/minimal/sysupdate.d").join(name)).unwrap()
+}
+
+/// Without rings, or with `rings = [ ]`, a device's /etc is exactly the two
+/// transfer files it had before rings existed (the committed example files,
+/// generated before rings): no unit, no drop-in, no ring directory.
+#[test]
+fn a_ring_less_device_gets_exactly_the_files_it_had_before_rings() {
+    let dir = tempfile::tempdir().unwrap();
+    for extra in [
+        "{ }",
+        "{ rings = [ ]; }",
+        "{ rings = [ ]; rolloutTag = \"fleet-2026\"; }",
+    ] {
+        let (_, files) = ring_etc(dir.path(), extra, 0);
+        assert_eq!(
+            files.keys().collect::<Vec<_>>(),
+            [
+                "sysupdate.d/50-uki.transfer",
+                "sysupdate.d/60-store.transfer"
+            ],
+            "{extra}"
+        );
+        for name in ["50-uki.transfer", "60-store.transfer"] {
+            assert_eq!(
+                files[&format!("sysupdate.d/{name}")],
+                example_transfer(name),
+                "{extra}: {name}"
+            );
+        }
+    }
+}
+
+/// Two rings: nested `ConditionFraction=` bands of one tag, the default unit
+/// gets the complement, each ring a copy of the transfers pointed at its own
+/// channel (the one beside the default when the ring names no url), and the
+/// default channel's files do not change at all.
+#[test]
+fn rings_get_nested_bands_of_one_tag_and_their_own_transfer_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, files) = ring_etc(
+        dir.path(),
+        r#"{ rings = [ { channel = "canary"; fraction = "10%"; } { channel = "beta"; url = "https://beta.example.net/x/"; fraction = "2.5%"; } ]; }"#,
+        0,
+    );
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        [
+            "systemd/system/systemd-sysupdate.service.d/50-sysupdate-publish-rings.conf",
+            "systemd/system/sysupdate-publish-ring-beta.service",
+            "systemd/system/sysupdate-publish-ring-beta.timer",
+            "systemd/system/sysupdate-publish-ring-canary.service",
+            "systemd/system/sysupdate-publish-ring-canary.timer",
+            "sysupdate-rings/beta.d/50-uki.transfer",
+            "sysupdate-rings/beta.d/60-store.transfer",
+            "sysupdate-rings/canary.d/50-uki.transfer",
+            "sysupdate-rings/canary.d/60-store.transfer",
+            "sysupdate.d/50-uki.transfer",
+            "sysupdate.d/60-store.transfer",
+        ]
+    );
+    let conditions = |path: &str| -> Vec<&str> {
+        files[path]
+            .lines()
+            .filter_map(|l| l.strip_prefix("ConditionFraction="))
+            .collect()
+    };
+    assert_eq!(
+        conditions("systemd/system/sysupdate-publish-ring-canary.service"),
+        ["sysupdate-publish 10%"]
+    );
+    assert_eq!(
+        conditions("systemd/system/sysupdate-publish-ring-beta.service"),
+        ["sysupdate-publish 12.5%", "!sysupdate-publish 10%"]
+    );
+    assert_eq!(
+        conditions("systemd/system/systemd-sysupdate.service.d/50-sysupdate-publish-rings.conf"),
+        ["!sysupdate-publish 12.5%"]
+    );
+    for (ring, url) in [
+        ("canary", "https://updates.example.com/canary"),
+        ("beta", "https://beta.example.net/x"),
+    ] {
+        let service = &files[&format!("systemd/system/sysupdate-publish-ring-{ring}.service")];
+        assert!(
+            service.contains(&format!(
+                "\nExecStart=/usr/lib/systemd/systemd-sysupdate --definitions=/etc/sysupdate-rings/{ring}.d update\n"
+            )),
+            "{service}"
+        );
+        for name in ["50-uki.transfer", "60-store.transfer"] {
+            // The default's text with only Path= changed.
+            let want = example_transfer(name).replace(
+                "Path=https://updates.example.com/stable/%a/\n",
+                &format!("Path={url}/%a/\n"),
+            );
+            assert_ne!(want, example_transfer(name));
+            assert_eq!(files[&format!("sysupdate-rings/{ring}.d/{name}")], want);
+        }
+    }
+    for name in ["50-uki.transfer", "60-store.transfer"] {
+        assert_eq!(
+            files[&format!("sysupdate.d/{name}")],
+            example_transfer(name)
+        );
+    }
+    assert!(files["systemd/system/sysupdate-publish-ring-canary.timer"]
+        .contains("\n[Install]\nWantedBy=timers.target\n"));
+}
+
+/// Rings that cannot give each device exactly one channel are refused when nix
+/// evaluates them, with the reason.
+#[test]
+fn rings_that_overlap_or_do_not_parse_are_refused_by_nix() {
+    let dir = tempfile::tempdir().unwrap();
+    for (rings, why) in [
+        (
+            r#"[ { channel = "a"; fraction = "60%"; } { channel = "b"; fraction = "40.01%"; } ]"#,
+            "add up to more than 100% (100.01%)",
+        ),
+        (
+            r#"[ { channel = "a"; fraction = "1%"; } { channel = "a"; fraction = "1%"; } ]"#,
+            "two rings name the same channel",
+        ),
+        (
+            r#"[ { channel = "a"; fraction = "10"; } ]"#,
+            "is not a percentage",
+        ),
+        (
+            r#"[ { channel = "a"; fraction = "0.125%"; } ]"#,
+            "is not a percentage",
+        ),
+        (
+            r#"[ { channel = "a"; fraction = "0%"; } ]"#,
+            "selects no machine",
+        ),
+        (
+            r#"[ { channel = "../a"; fraction = "1%"; } ]"#,
+            "channel must be a name",
+        ),
+    ] {
+        let (err, files) = ring_etc(dir.path(), &format!("{{ rings = {rings}; }}"), 1);
+        assert!(err.contains(why), "{rings}: want {why:?}, got:\n{err}");
+        assert!(files.is_empty(), "{rings}: wrote {files:?}");
+    }
+    let (err, _) = ring_etc(
+        dir.path(),
+        r#"{ url = "https://updates.example.com"; rings = [ { channel = "a"; fraction = "1%"; } ]; }"#,
+        1,
+    );
+    assert!(err.contains("give the ring a url"), "{err}");
+    let (err, _) = ring_etc(
+        dir.path(),
+        r#"{ rolloutTag = "two words"; rings = [ { channel = "a"; fraction = "1%"; } ]; }"#,
+        1,
+    );
+    assert!(err.contains("rolloutTag"), "{err}");
+}

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Build (or reuse) the Debian trixie chroot that provides the real systemd-sysupdate 257
-# for the end-to-end suite.
+# Build (or reuse) a Debian chroot that provides a real systemd-sysupdate for the
+# end-to-end suite: trixie (systemd 257, the default) or sid (systemd 261 or later, 262 when
+# written: components, libcurl downloads, ConditionFraction=).
 #
-#   tests/e2e/chroot.sh [CACHE_DIR]
+#   tests/e2e/chroot.sh [--suite trixie|sid] [CACHE_DIR]
 #
 # CACHE_DIR defaults to ${SYSUPDATE_E2E_CACHE:-/var/cache/sysupdate-publish-e2e}.
-# The chroot lives at CACHE_DIR/$E2E_CHROOT_VERSION/root; its path is printed on stdout (the
-# only thing printed on stdout; progress goes to stderr).
+# The trixie chroot lives at CACHE_DIR/$E2E_CHROOT_VERSION/root (as it always has), the sid
+# one at CACHE_DIR/sid-$E2E_CHROOT_VERSION/root; the path is printed on stdout (the only
+# thing printed on stdout; progress goes to stderr).
 #
 # Idempotent and crash-safe:
 #   * debootstrap runs into CACHE_DIR/<ver>/root.tmp.XXXXXX and is renamed to root only after
@@ -23,9 +25,29 @@ set -euo pipefail
 
 E2E_CHROOT_VERSION=v1
 SUITE=trixie
+if [[ ${1:-} == --suite ]]; then
+    SUITE=${2:?--suite needs trixie or sid}
+    shift 2
+fi
 # The mirror this machine's apt uses (see /etc/apt/sources.list.d/debian.sources).
 MIRROR=${SYSUPDATE_E2E_MIRROR:-http://deb.debian.org/debian}
-INCLUDE=systemd-container,gpg,ca-certificates
+case $SUITE in
+    trixie)
+        INCLUDE=systemd-container,gpg,ca-certificates
+        SUBDIR=$E2E_CHROOT_VERSION
+        # systemd-sysupdate --version must match this (bash pattern).
+        WANT_SYSTEMD='systemd 257 *'
+        ;;
+    sid)
+        # systemd 262 fetches with libcurl (dlopen()ed, so no package depends on it), and
+        # debootstrap does not know the t64 name on its own.
+        INCLUDE=systemd-container,gpg,ca-certificates,libcurl4t64
+        SUBDIR=sid-$E2E_CHROOT_VERSION
+        # sid moves: anything from 261 (ConditionFraction=) on.
+        WANT_SYSTEMD='systemd 26[1-9] *'
+        ;;
+    *) echo "chroot.sh: ERROR: unknown suite $SUITE (trixie or sid)" >&2; exit 2 ;;
+esac
 # Packages whose failure to configure is expected: systemd-container's postinst wants a
 # running dbus/systemd; its binaries are unpacked and work.
 TOLERATED_UNCONFIGURED='^(systemd-container|systemd|dbus|dbus-system-bus-common|dbus-bin|dbus-daemon|dbus-session-bus-common|libpam-systemd|systemd-sysv)$'
@@ -38,7 +60,7 @@ command -v debootstrap >/dev/null || die "debootstrap not installed (apt-get ins
 command -v flock >/dev/null || die "flock not installed (util-linux)"
 
 CACHE=${1:-${SYSUPDATE_E2E_CACHE:-/var/cache/sysupdate-publish-e2e}}
-BASE=$CACHE/$E2E_CHROOT_VERSION
+BASE=$CACHE/$SUBDIR
 ROOT=$BASE/root
 STAMP_NAME=.sysupdate-e2e-stamp
 STAMP_WANT="version=$E2E_CHROOT_VERSION suite=$SUITE variant=minbase include=$INCLUDE arch=$(dpkg --print-architecture)"
@@ -71,7 +93,9 @@ verify_root() {
     [[ -x $r/usr/lib/systemd/systemd-sysupdate ]] || { log "missing $r/usr/lib/systemd/systemd-sysupdate"; return 1; }
     [[ -x $r/usr/lib/systemd/systemd-pull ]] || { log "missing $r/usr/lib/systemd/systemd-pull"; return 1; }
     v=$(chroot "$r" /usr/lib/systemd/systemd-sysupdate --version 2>&1) || { log "systemd-sysupdate --version failed: $v"; return 1; }
-    [[ $v == systemd\ 257* ]] || { log "unexpected systemd-sysupdate version: ${v%%$'\n'*}"; return 1; }
+    # shellcheck disable=SC2053 # a pattern on purpose
+    [[ ${v%%$'\n'*} == $WANT_SYSTEMD ]] || { log "unexpected systemd-sysupdate version: ${v%%$'\n'*} (want $WANT_SYSTEMD)"; return 1; }
+    chroot "$r" systemd-analyze --version >/dev/null 2>&1 || { log "systemd-analyze does not run in the chroot"; return 1; }
     chroot "$r" gpg --version >/dev/null 2>&1 || { log "gpg does not run in the chroot"; return 1; }
     chroot "$r" sh -c 'command -v update-ca-certificates' >/dev/null || { log "update-ca-certificates missing in the chroot"; return 1; }
     return 0

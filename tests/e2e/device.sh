@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# A throw-away "device": an overlay of the cached trixie chroot with its own CA, keyring,
-# os-release and target directories, in which the real systemd-sysupdate 257 runs.
+# A throw-away "device": an overlay of a cached chroot with its own CA, keyring,
+# os-release and target directories, in which the real systemd-sysupdate runs: Debian
+# trixie (systemd 257) by default, sid (systemd 262) with E2E_DEVICE_SUITE=sid.
 #
 #   tests/e2e/device.sh up DIR CA_CRT KEYRING [IMAGE_VERSION]
 #   tests/e2e/device.sh sysupdate DIR [systemd-sysupdate args...]
 #   tests/e2e/device.sh down DIR
+#
+# E2E_DEVICE_SUITE=trixie|sid (up only) picks the chroot; DIR/suite records it.
 #
 # up:   builds/reuses the cached chroot (chroot.sh; SYSUPDATE_E2E_CACHE selects the cache),
 #       then creates DIR/root as an overlay (lower = cached chroot, upper = DIR/upper), so
@@ -17,7 +20,9 @@
 #           /dev, /sys and /run are not needed (debootstrap leaves static /dev nodes);
 #         * installs CA_CRT as /usr/local/share/ca-certificates/sysupdate-e2e.crt and runs
 #           update-ca-certificates (libcurl in the chroot uses the system store);
-#         * installs KEYRING (binary, `gpg --export` output) as /etc/systemd/import-pubring.gpg;
+#         * installs KEYRING (binary, `gpg --export` output) as /etc/systemd/import-pubring.gpg
+#           (systemd 257 and earlier) and /etc/systemd/import-pubring.pgp (258 and later), as
+#           the NixOS module does;
 #         * replaces the /etc/os-release symlink by a file with IMAGE_ID=sysupdate-e2e and
 #           IMAGE_VERSION (default 16) - informational only: sysupdate derives installed
 #           versions from the target directories, not from os-release;
@@ -69,7 +74,9 @@ do_up() {
     dir=$(realpath "$dir")
     [[ ! -e $dir/root ]] || die "$dir/root exists already (device.sh down $dir first)"
 
-    cache=$("$HERE/chroot.sh") || die "chroot.sh failed"
+    local suite=${E2E_DEVICE_SUITE:-trixie}
+    cache=$("$HERE/chroot.sh" --suite "$suite") || die "chroot.sh --suite $suite failed"
+    echo "$suite" >"$dir/suite"
     mkdir -p "$dir/upper" "$dir/work" "$dir/root"
     if [[ ${E2E_DEVICE_MODE:-overlay} != copy ]] && mount -t overlay overlay -o "lowerdir=$cache,upperdir=$dir/upper,workdir=$dir/work" "$dir/root" 2>"$dir/overlay.err"; then
         echo overlay >"$dir/mode"
@@ -92,6 +99,7 @@ do_up() {
         || { cat "$dir/update-ca-certificates.log" >&2; die "update-ca-certificates did not add the test CA"; }
 
     install -D -m 644 "$keyring" "$root/etc/systemd/import-pubring.gpg"
+    install -D -m 644 "$keyring" "$root/etc/systemd/import-pubring.pgp"
 
     # /etc/os-release is a symlink to ../usr/lib/os-release: replace it, do not write through it.
     local osr
@@ -104,6 +112,7 @@ do_up() {
     echo "E2E_DEVICE_DIR=$dir"
     echo "E2E_DEVICE_ROOT=$root"
     echo "E2E_DEVICE_DEFS=$root$DEFS"
+    echo "E2E_DEVICE_SUITE=$suite"
 }
 
 do_sysupdate() {

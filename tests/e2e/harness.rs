@@ -164,6 +164,47 @@ fn private_mounts() {
     DONE.with(|d| d.set(true));
 }
 
+/// The Debian release a device runs, i.e. its systemd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Suite {
+    /// Debian trixie: systemd 257.
+    Trixie,
+    /// Debian sid: systemd 262 (261 or later: `ConditionFraction=`).
+    Sid,
+}
+
+impl Suite {
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Trixie => "trixie",
+            Suite::Sid => "sid",
+        }
+    }
+}
+
+/// Builds (or reuses) the cached chroot of `suite`, once per run.
+pub fn chroot_root(suite: Suite) -> PathBuf {
+    static ROOTS: Mutex<BTreeMap<&'static str, PathBuf>> = Mutex::new(BTreeMap::new());
+    preflight();
+    let mut roots = ROOTS.lock().unwrap_or_else(|e| e.into_inner());
+    roots
+        .entry(suite.name())
+        .or_insert_with(|| {
+            let t = std::time::Instant::now();
+            let out = must(
+                script("chroot.sh").args(["--suite", suite.name()]),
+                &format!("building the {} chroot", suite.name()),
+            );
+            let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            eprintln!(
+                "e2e: chroot {root} ready in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+            PathBuf::from(root)
+        })
+        .clone()
+}
+
 /// Checks the prerequisites once and builds (or reuses) the cached chroot.
 /// Panics with the reason when something is missing.
 fn preflight() {
@@ -448,6 +489,61 @@ fn pipe(cmd: &mut Command, data: &[u8], what: &str) -> Vec<u8> {
 
 // ------------------------------------------------------------------ channel
 
+/// A build output for `version` below `work` (see [`Channel::output`]).
+pub fn build_output(work: &Path, version: &str, with_store: bool) -> PathBuf {
+    let dir = work.join(format!("out-{version}-{}", unique("o")));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("appliance_{version}.efi")), uki(version)).unwrap();
+    if with_store {
+        std::fs::write(
+            dir.join(format!("store_{version}.img.xz")),
+            xz(&store_image(version)),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+/// Generates the transfer files of tests/e2e/device.nix for `url` with nix/lib.nix.
+fn nix_transfers(url: &str, dir: &Path) {
+    must(
+        Command::new(repo().join("scripts/nix-eval-transfers"))
+            .env("SYSUPDATE_E2E_URL", url)
+            .arg(e2e_dir().join("device.nix"))
+            .arg(dir)
+            .stdin(Stdio::null()),
+        "generating the transfer files with nix/lib.nix",
+    );
+}
+
+/// Generates a ring device's /etc share (tests/e2e/ring-device.nix through
+/// nix/lib.nix's `etcFiles`): the default channel at `url`, `rings` as
+/// (channel, url or none for the default's sibling, fraction).
+pub fn nix_ring_etc(url: &str, rings: &[(&str, Option<&str>, &str)], dir: &Path) {
+    let json = serde_json::Value::Array(
+        rings
+            .iter()
+            .map(|(channel, url, fraction)| {
+                let mut r = serde_json::json!({ "channel": channel, "fraction": fraction });
+                if let Some(url) = url {
+                    r["url"] = serde_json::json!(url);
+                }
+                r
+            })
+            .collect(),
+    );
+    must(
+        Command::new(repo().join("scripts/nix-eval-transfers"))
+            .env("SYSUPDATE_E2E_URL", url)
+            .env("SYSUPDATE_E2E_RINGS", json.to_string())
+            .arg("--etc")
+            .arg(e2e_dir().join("ring-device.nix"))
+            .arg(dir)
+            .stdin(Stdio::null()),
+        "generating a ring device's /etc with nix/lib.nix",
+    );
+}
+
 /// One channel: a directory store below nginx's document root, served at
 /// `https://localhost:PORT/<name>/`, with its own key and the transfer files
 /// generated from tests/e2e/device.nix by nix/lib.nix.
@@ -472,14 +568,7 @@ impl Channel {
         let url = nginx.url(&name);
         let store = nginx.www.join(&name);
         let transfers = work.join("sysupdate.d");
-        must(
-            Command::new(repo().join("scripts/nix-eval-transfers"))
-                .env("SYSUPDATE_E2E_URL", &url)
-                .arg(e2e_dir().join("device.nix"))
-                .arg(&transfers)
-                .stdin(Stdio::null()),
-            "generating the transfer files with nix/lib.nix",
-        );
+        nix_transfers(&url, &transfers);
         let keys = common::keygen();
         let config = work.join("sysupdate-publish.toml");
         std::fs::write(
@@ -513,17 +602,7 @@ impl Channel {
     /// tool compresses it, `compress = "xz"`) and `store_<v>.img.xz`
     /// compressed by the xz CLI (the tool passes it through).
     pub fn output(&self, version: &str, with_store: bool) -> PathBuf {
-        let dir = self.work.join(format!("out-{version}-{}", unique("o")));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("appliance_{version}.efi")), uki(version)).unwrap();
-        if with_store {
-            std::fs::write(
-                dir.join(format!("store_{version}.img.xz")),
-                xz(&store_image(version)),
-            )
-            .unwrap();
-        }
-        dir
+        build_output(&self.work, version, with_store)
     }
 
     /// `sysupdate-publish release --output x86_64-linux=DIR` with extra
@@ -604,6 +683,134 @@ impl Drop for Channel {
     }
 }
 
+/// Several channels in one publisher config (`[channels.NAME]`), one key, each a
+/// directory store below nginx's document root served at
+/// `https://localhost:PORT/<work>-<name>/`.
+pub struct Channels {
+    pub nginx: Arc<Nginx>,
+    pub work: PathBuf,
+    pub keys: common::Keys,
+    pub config: PathBuf,
+    /// The publisher's `[transfers] dir` (the default channel's device files).
+    pub transfers: PathBuf,
+    stores: BTreeMap<String, (PathBuf, String)>,
+}
+
+impl Channels {
+    /// `extra` goes into every `[channels.NAME]` table.
+    pub fn new(names: &[&str], extra: &str) -> Channels {
+        let nginx = shared_nginx();
+        let work = work_dir("channels");
+        let base = work.file_name().unwrap().to_string_lossy().into_owned();
+        let stores: BTreeMap<String, (PathBuf, String)> = names
+            .iter()
+            .map(|n| {
+                let dir = format!("{base}-{n}");
+                (n.to_string(), (nginx.www.join(&dir), nginx.url(&dir)))
+            })
+            .collect();
+        let transfers = work.join("sysupdate.d");
+        nix_transfers(&stores[names[0]].1, &transfers);
+        let keys = common::keygen();
+        let mut text = String::new();
+        for (name, (store, url)) in &stores {
+            text.push_str(&format!(
+                "[channels.{name}]\nstore = {store:?}\nurl = {url:?}\n{extra}\n\n"
+            ));
+        }
+        text.push_str(&format!(
+            "[signing]\nsecret-key = {:?}\nkeyring = {:?}\n\n\
+             [transfers]\ndir = {transfers:?}\ncompress = \"xz\"\n\n\
+             [checks]\nimage-id = \"appliance\"\n",
+            keys.secret, keys.keyring
+        ));
+        let config = work.join("sysupdate-publish.toml");
+        std::fs::write(&config, text).unwrap();
+        Channels {
+            nginx,
+            work,
+            keys,
+            config,
+            transfers,
+            stores,
+        }
+    }
+
+    /// What devices fetch for channel `name`.
+    pub fn url(&self, name: &str) -> &str {
+        &self.stores[name].1
+    }
+
+    /// The store of channel `name`.
+    pub fn store(&self, name: &str) -> &Path {
+        &self.stores[name].0
+    }
+
+    /// `sysupdate-publish --config C ARGS…`, which must exit 0.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    /// [`Channels::run`] with extra environment variables.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let out = bin()
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sysupdate-publish");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "sysupdate-publish {} failed:\n{}",
+            args.join(" "),
+            common::stderr(&out)
+        );
+        out
+    }
+
+    /// Releases a complete `version` to `channel`.
+    pub fn release(&self, channel: &str, version: &str) -> Output {
+        self.release_env(channel, version, &[])
+    }
+
+    /// [`Channels::release`] with extra environment variables.
+    pub fn release_env(&self, channel: &str, version: &str, env: &[(&str, &str)]) -> Output {
+        let dir = build_output(&self.work, version, true);
+        self.run_env(
+            &[
+                "--channel",
+                channel,
+                "release",
+                "--output",
+                &format!("{SYSTEM}={}", dir.display()),
+            ],
+            env,
+        )
+    }
+
+    /// Names in channel `name`'s served arch directory, sorted.
+    pub fn served_names(&self, name: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.store(name).join(ARCH))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Channels {
+    fn drop(&mut self) {
+        for (store, _) in self.stores.values() {
+            let _ = std::fs::remove_dir_all(store);
+        }
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
 // ------------------------------------------------------------------ device
 
 /// One systemd-sysupdate call in the device.
@@ -659,25 +866,48 @@ pub struct Listing {
 pub struct Device {
     dir: PathBuf,
     pub root: PathBuf,
+    /// Its definitions directory (`--definitions=`, device.sh's `sysupdate`).
+    pub defs: PathBuf,
+    pub suite: Suite,
 }
 
 impl Device {
+    /// A trixie (systemd 257) device with `channel`'s transfer files, at `installed`.
     pub fn up(channel: &Channel, installed: &str) -> Device {
+        let device = Device::up_bare(
+            Suite::Trixie,
+            &channel.nginx.ca,
+            &channel.keys.keyring,
+            installed,
+        );
+        for e in std::fs::read_dir(&channel.transfers).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), device.defs.join(e.file_name())).unwrap();
+        }
+        device
+    }
+
+    /// A device of `suite` trusting `ca` and `keyring`, at `installed`, with
+    /// no transfer files yet.
+    pub fn up_bare(suite: Suite, ca: &Path, keyring: &Path, installed: &str) -> Device {
         private_mounts();
-        preflight();
+        chroot_root(suite);
         let dir = run_dir().join(unique("device"));
         let out = script("device.sh")
             .arg("up")
             .arg(&dir)
-            .arg(&channel.nginx.ca)
-            .arg(&channel.keys.keyring)
+            .arg(ca)
+            .arg(keyring)
             .arg(installed)
+            .env("E2E_DEVICE_SUITE", suite.name())
             .output()
             .expect("run device.sh");
         // From here on the guard takes the device down, whatever happens.
         let mut device = Device {
             root: dir.join("root"),
+            defs: PathBuf::new(),
             dir,
+            suite,
         };
         assert!(
             out.status.success(),
@@ -687,11 +917,7 @@ impl Device {
         );
         let env = env_lines(&out);
         device.root = env["E2E_DEVICE_ROOT"].clone().into();
-        let defs = PathBuf::from(&env["E2E_DEVICE_DEFS"]);
-        for e in std::fs::read_dir(&channel.transfers).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), defs.join(e.file_name())).unwrap();
-        }
+        device.defs = PathBuf::from(&env["E2E_DEVICE_DEFS"]);
         // "At version N": installed versions come from the target directories.
         std::fs::write(
             device
@@ -728,16 +954,74 @@ impl Device {
             cmd.env_remove(v);
         }
         let out = cmd.output().expect("run device.sh sysupdate");
-        Sys {
-            args: args
-                .iter()
-                .map(|a| a.as_ref().to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(" "),
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        sys_call(args, &out)
+    }
+
+    /// Runs `args` in the device (`chroot ROOT ARGS…`, at most 2 minutes).
+    pub fn chroot<S: AsRef<OsStr>>(&self, args: &[S]) -> Sys {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["--kill-after=10", "120", "chroot"])
+            .arg(&self.root)
+            .args(args)
+            .env("SYSTEMD_COLORS", "0")
+            .stdin(Stdio::null());
+        for v in PROXY_VARS {
+            cmd.env_remove(v);
         }
+        let out = cmd.output().expect("run chroot");
+        sys_call(args, &out)
+    }
+
+    /// Copies a directory tree into the device's /etc (a share of /etc made by
+    /// `scripts/nix-eval-transfers --etc`).
+    pub fn install_etc(&self, tree: &Path) {
+        must(
+            Command::new("cp")
+                .arg("-r")
+                .arg(format!("{}/.", tree.display()))
+                .arg(self.root.join("etc")),
+            "copying into the device's /etc",
+        );
+    }
+
+    /// Writes /etc/machine-id (what `ConditionFraction=` is derived from).
+    pub fn set_machine_id(&self, id: &str) {
+        let path = self.root.join("etc/machine-id");
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, format!("{id}\n")).unwrap();
+    }
+
+    /// The unit file `unit` as systemd finds it (/etc before /usr/lib), aliases followed.
+    pub fn unit_file(&self, unit: &str) -> String {
+        for dir in ["etc/systemd/system", "usr/lib/systemd/system"] {
+            if let Ok(text) = std::fs::read_to_string(self.root.join(dir).join(unit)) {
+                return text;
+            }
+        }
+        panic!("e2e: no unit {unit} in the device");
+    }
+
+    /// Whether the real systemd in the device would start `unit`
+    /// (`systemd-analyze condition --unit=UNIT`, drop-ins included).
+    pub fn unit_would_start(&self, unit: &str) -> bool {
+        let s = self.chroot(&["systemd-analyze", "condition", &format!("--unit={unit}")]);
+        match s.code {
+            Some(0) => true,
+            Some(1) if s.stderr.contains("Conditions failed.") => false,
+            _ => panic!("e2e: systemd-analyze condition --unit={unit} did not answer\n{s}"),
+        }
+    }
+
+    /// Runs what starting `unit` runs: its `ExecStart=` command line, in the device.
+    pub fn run_unit(&self, unit: &str) -> Sys {
+        let text = self.unit_file(unit);
+        let line = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("ExecStart="))
+            .next_back()
+            .unwrap_or_else(|| panic!("e2e: {unit} has no ExecStart=:\n{text}"));
+        let argv: Vec<&str> = line.split_whitespace().collect();
+        self.chroot(&argv)
     }
 
     /// `--json=short list`, which must succeed.
@@ -790,6 +1074,19 @@ impl Device {
                 "installed {name} differs from the decompressed payload"
             );
         }
+    }
+}
+
+fn sys_call<S: AsRef<OsStr>>(args: &[S], out: &Output) -> Sys {
+    Sys {
+        args: args
+            .iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 
