@@ -1,11 +1,12 @@
-//! Human output on stderr: messages, and progress bars only on a terminal.
-//!
-//! stdout is reserved for `--json`, so pipelines can parse it while people
-//! still see what is happening.
+//! Human output: the command's report on stdout (so `status | head` and
+//! `status > report.txt` work), diagnostics and progress on stderr (bars
+//! only on a terminal). With `--json` the JSON document is the report on
+//! stdout and the human report lines become diagnostics on stderr.
 
 use std::fmt::Display;
 use std::io::IsTerminal;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -17,6 +18,9 @@ pub struct Ui {
     quiet: bool,
     verbose: u8,
     bars: bool,
+    json: bool,
+    /// Warnings shown so far, for the summary at the end of a report.
+    warnings: Arc<AtomicUsize>,
 }
 
 impl Ui {
@@ -25,7 +29,14 @@ impl Ui {
             quiet,
             verbose,
             bars: !quiet && std::io::stderr().is_terminal(),
+            json: false,
+            warnings: Arc::default(),
         }
+    }
+
+    /// With `--json`: stdout carries only the JSON document.
+    pub fn with_json(self, json: bool) -> Ui {
+        Ui { json, ..self }
     }
 
     /// A Ui that prints nothing: for library callers and tests.
@@ -34,6 +45,8 @@ impl Ui {
             quiet: true,
             verbose: 0,
             bars: false,
+            json: false,
+            warnings: Arc::default(),
         }
     }
 
@@ -51,6 +64,18 @@ impl Ui {
         self.verbose > 0 && !self.quiet
     }
 
+    /// A line of the command's report: stdout, even with `-q` (which
+    /// silences only diagnostics). With `--json` the document is the report,
+    /// so the line becomes a diagnostic on stderr.
+    pub fn report(&self, msg: impl Display) {
+        if !self.json {
+            println!("{msg}");
+        } else if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+
+    /// A diagnostic: progress and notes on stderr, silenced by `-q`.
     pub fn info(&self, msg: impl Display) {
         if !self.quiet {
             eprintln!("{msg}");
@@ -65,7 +90,13 @@ impl Ui {
 
     /// Warnings show even with --quiet: they are about the fleet's safety.
     pub fn warn(&self, msg: impl Display) {
+        self.warnings.fetch_add(1, Ordering::Relaxed);
         eprintln!("warning: {msg}");
+    }
+
+    /// How many warnings [`Ui::warn`] printed.
+    pub fn warnings(&self) -> usize {
+        self.warnings.load(Ordering::Relaxed)
     }
 
     /// A byte-count bar; hidden (and free) when stderr is not a terminal,

@@ -497,9 +497,9 @@ fn rollback_does_not_undo_a_rollback_and_a_no_op_release_writes_nothing() {
     let watch = Watch::new(&ch, &[]);
     let out = exec(&ch, &argv(&["release"], &fake_outputs(dir, "18")), 0);
     assert!(
-        stderr(&out).contains("already published"),
+        common::stdout(&out).contains("already published"),
         "{}",
-        stderr(&out)
+        common::stdout(&out)
     );
     assert_eq!(
         std::fs::read(ch.store.join("ledger.jsonl")).unwrap(),

@@ -1,6 +1,7 @@
 //! The commands: glue between the CLI, configuration and the library modules.
 //! Errors here are `anyhow` with context; the library's typed errors inside.
 
+mod docs;
 mod operate;
 mod plumbing;
 mod release;
@@ -43,13 +44,45 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// The one rule for showing an error: its chain joined by ": ", leaving out
+/// a cause whose text is already shown (walkdir, the stores and thiserror
+/// types often repeat the OS error they wrap in their own message).
+pub fn render_error(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// A mistake in how the command was called.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
 
 pub fn run(cli: Cli) -> Result<Outcome> {
-    let ui = Ui::new(cli.quiet, cli.verbose);
+    let name = cli.command.name();
+    if crate::cli::WITHOUT_CONFIG.contains(&name) {
+        for (given, option) in [
+            (cli.config.is_some(), "--config"),
+            (cli.channel.is_some(), "--channel"),
+        ] {
+            if given {
+                return Err(UsageError(format!(
+                    "{name} reads no configuration: {option} has no effect here, leave it out"
+                ))
+                .into());
+            }
+        }
+    }
+    let ui = Ui::new(cli.quiet, cli.verbose).with_json(cli.json);
     let ctx = Ctx {
         ui,
         json: cli.json,
@@ -72,6 +105,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Sign(args) => plumbing::sign(&ctx, args),
         Command::Sums(args) => plumbing::sums(&ctx, args),
         Command::Inspect(args) => plumbing::inspect(&ctx, args),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(&ctx, args),
     }
 }
 
@@ -85,20 +120,50 @@ pub(crate) struct Ctx {
 impl Ctx {
     /// The configuration as written, no channel chosen (promote picks two).
     fn config_unselected(&self) -> Result<Config> {
-        Ok(Config::load(self.config_path.as_deref())?)
+        let config = Config::load(self.config_path.as_deref())?;
+        // Every command reads the transfer files; a wrong path is a config mistake.
+        if !config.transfers.dir.is_dir() {
+            return Err(UsageError(format!(
+                "{}: `transfers.dir`: {} is not a directory (the device's *.transfer files)",
+                config.file.display(),
+                config.transfers.dir.display()
+            ))
+            .into());
+        }
+        Ok(config)
     }
 
     /// The configuration, with the `--channel` chosen.
     fn config(&self) -> Result<Config> {
-        let mut config = Config::load(self.config_path.as_deref())?;
+        let mut config = self.config_unselected()?;
         config.select(self.channel.as_deref())?;
         Ok(config)
     }
 
-    /// Prints the JSON document when --json was given.
+    /// Prints the JSON document when --json was given. Every document
+    /// carries `"schema"` (docs/json.md); the ones that do not have it
+    /// themselves get it here, first.
     fn emit(&self, value: &impl Serialize) -> Result<()> {
+        #[derive(Serialize)]
+        struct Doc<'a, T: Serialize> {
+            schema: u32,
+            #[serde(flatten)]
+            body: &'a T,
+        }
         if self.json {
-            let s = serde_json::to_string_pretty(value).context("serializing the report")?;
+            let has_schema = serde_json::to_value(value)
+                .context("serializing the report")?
+                .get("schema")
+                .is_some();
+            let s = if has_schema {
+                serde_json::to_string_pretty(value)
+            } else {
+                serde_json::to_string_pretty(&Doc {
+                    schema: crate::publisher::report::SCHEMA,
+                    body: value,
+                })
+            }
+            .context("serializing the report")?;
             println!("{s}");
         }
         Ok(())
@@ -193,7 +258,21 @@ pub(crate) fn parse_outputs(outputs: &[String]) -> Result<Vec<(Arch, PathBuf)>> 
         if seen.iter().any(|(a, _)| *a == arch) {
             return Err(UsageError(format!("--output: {arch} given twice")).into());
         }
-        seen.push((arch, PathBuf::from(path)));
+        let dir = PathBuf::from(path);
+        // Found now, before keys, locks and reads: a typo, not a failure.
+        if !dir.exists() {
+            return Err(
+                UsageError(format!("--output {o}: {} does not exist", dir.display())).into(),
+            );
+        }
+        if !dir.is_dir() {
+            return Err(UsageError(format!(
+                "--output {o}: {} is a file, not a directory; --output takes SYSTEM=DIRECTORY (the build output holding the payloads)",
+                dir.display()
+            ))
+            .into());
+        }
+        seen.push((arch, dir));
     }
     Ok(seen)
 }
@@ -211,9 +290,13 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Writes a file atomically (temp + fsync + rename) so a crash never leaves half of it.
+/// Writes a public file (a manifest or signature) atomically (temp + fsync +
+/// rename) so a crash never leaves half of it. Mode 0644 like the payloads:
+/// a temp file's 0600 would make a web server running as another user
+/// answer 403.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -223,6 +306,9 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
         .with_context(|| format!("writing {}", path.display()))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
     tmp.persist(path)
         .with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())

@@ -144,7 +144,7 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
             }
         }
         if c.problems.is_empty() {
-            ctx.ui.info(format!(
+            ctx.ui.report(format!(
                 "{}: OK, newest {} ({} payloads checked{})",
                 c.arch,
                 c.newest.as_deref().unwrap_or("-"),
@@ -153,10 +153,10 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
             ));
         } else {
             ctx.ui
-                .info(format!("{}: {} problem(s)", c.arch, c.problems.len()));
+                .report(format!("{}: {} problem(s)", c.arch, c.problems.len()));
         }
         for p in &c.problems {
-            ctx.ui.info(format!("  PROBLEM: {p}"));
+            ctx.ui.report(format!("  PROBLEM: {p}"));
         }
         for w in &c.warnings {
             ctx.ui.detail(format!("  warning: {w}"));
@@ -170,12 +170,12 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
         .map(|p| format!("{p}: {}", p.fix()))
         .collect();
     for p in &problems {
-        ctx.ui.info(format!("PROBLEM: {p}"));
+        ctx.ui.report(format!("PROBLEM: {p}"));
     }
     let warnings: usize = checks.iter().map(|c| c.warnings.len()).sum();
     if warnings > 0 && !ctx.ui.verbose() {
         ctx.ui
-            .info(format!("{warnings} warning(s); run with -v to see them"));
+            .report(format!("{warnings} warning(s); run with -v to see them"));
     }
     let bad = !problems.is_empty() || checks.iter().any(|c| !c.problems.is_empty());
     ctx.emit(&Report {

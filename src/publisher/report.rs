@@ -58,8 +58,8 @@ impl ArchReport {
 pub struct Report {
     pub schema: u32,
     pub action: Action,
-    /// The version a release publishes.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The version a release publishes. Always a key (null when none), as
+    /// docs/json.md promises for every top-level key.
     pub version: Option<Version>,
     pub versions: Vec<Version>,
     pub reason: Option<String>,
@@ -73,8 +73,7 @@ pub struct Report {
     pub finished_interrupted: Option<u64>,
     /// Payload bytes this machine sent to the hosting.
     pub upload_bytes: u64,
-    /// The channel a promotion took the version from.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The channel a promotion took the version from (null otherwise).
     pub source: Option<crate::ledger::Origin>,
     pub arches: Vec<ArchReport>,
 }
