@@ -1,7 +1,7 @@
 //! sysupdate-publish: turn per-architecture build outputs into signed
 //! systemd-sysupdate channels.
 //!
-//! `../shared/reference/sysupdate-client.md` (systemd 254–262, read from the
+//! `docs/sysupdate-client.md` (systemd 254–262, read from the
 //! source) is the contract every module here implements.
 //!
 //! Layers, from the bottom up (a module never imports one above it):
