@@ -16,7 +16,7 @@
 //! - publisher: `publisher`, the commit protocol, once;
 //! - app: `config`, `cli`, `commands`, `ui`.
 //!
-//! `progress` and `fault` are plumbing every layer may use.
+//! `progress`, `errors` and `fault` are plumbing every layer may use.
 
 pub mod arch;
 pub mod channel;
@@ -24,6 +24,7 @@ pub mod cli;
 pub mod commands;
 pub mod compress;
 pub mod config;
+pub mod errors;
 pub mod fault;
 pub mod hash;
 pub mod http;

@@ -145,6 +145,63 @@ fn man_writes_a_readable_page_for_the_program_and_every_command() {
     assert!(stderr(&out).contains("is a file"), "{}", stderr(&out));
 }
 
+/// The nix package's postInstall, run with installShellFiles' two helpers
+/// written out as the layout they produce (nixpkgs' setup hook), against
+/// this build: the snippet's commands must run and leave real files.
+#[test]
+fn the_nix_package_installs_completions_and_man_pages() {
+    let flake = std::fs::read_to_string(common::repo().join("flake.nix")).unwrap();
+    let start = flake
+        .find("postInstall")
+        .expect("flake.nix has a postInstall");
+    let body = &flake[start..];
+    let body = &body[body.find("''").unwrap() + 2..];
+    let snippet = &body[..body.find("'';").unwrap()];
+    let out = tempfile::tempdir().unwrap();
+    std::fs::create_dir(out.path().join("bin")).unwrap();
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_sysupdate-publish"),
+        out.path().join("bin/sysupdate-publish"),
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let helpers = r#"
+set -euo pipefail
+installShellCompletion() {
+  local cmd=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --cmd) cmd=$2; shift 2 ;;
+      --bash) mkdir -p "$out/share/bash-completion/completions"; cat "$2" > "$out/share/bash-completion/completions/$cmd.bash"; shift 2 ;;
+      --zsh) mkdir -p "$out/share/zsh/site-functions"; cat "$2" > "$out/share/zsh/site-functions/_$cmd"; shift 2 ;;
+      --fish) mkdir -p "$out/share/fish/vendor_completions.d"; cat "$2" > "$out/share/fish/vendor_completions.d/$cmd.fish"; shift 2 ;;
+      *) echo "unexpected $1" >&2; return 1 ;;
+    esac
+  done
+}
+installManPage() { mkdir -p "$out/share/man/man1"; cp "$@" "$out/share/man/man1/"; }
+"#;
+    run(
+        Command::new("bash")
+            .arg("-c")
+            .arg(format!("{helpers}\n{snippet}"))
+            .env("out", out.path())
+            .current_dir(work.path()),
+        0,
+    );
+    for file in [
+        "share/bash-completion/completions/sysupdate-publish.bash",
+        "share/zsh/site-functions/_sysupdate-publish",
+        "share/fish/vendor_completions.d/sysupdate-publish.fish",
+        "share/man/man1/sysupdate-publish.1",
+        "share/man/man1/sysupdate-publish-release.1",
+    ] {
+        let text = std::fs::read_to_string(out.path().join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(text.contains("release"), "{file}: {text}");
+    }
+}
+
 #[test]
 fn command_help_separates_global_options_and_hides_config_where_unused() {
     let help = stdout(&run(bin().args(["status", "--help"]), 0));
@@ -464,4 +521,80 @@ fn an_expiring_signature_says_within_12_hours() {
     );
     let out = run(ch.cmd().arg("status"), 1);
     assert!(stdout(&out).contains("within 12 hours"), "{}", stdout(&out));
+}
+
+#[test]
+fn verify_names_a_refused_connection() {
+    let ch = channel_with("");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = run(
+        ch.cmd()
+            .args(["verify", "--arch", "x86-64", "--url"])
+            .arg(format!("http://127.0.0.1:{port}/stable")),
+        1,
+    );
+    let err = stderr(&out);
+    assert!(err.to_lowercase().contains("connection refused"), "{err}");
+}
+
+#[test]
+fn plumbing_input_path_mistakes_exit_2() {
+    let keys = common::keygen();
+    let dir = keys.dir.path();
+    let missing = dir.join("missing");
+    let transfers = common::repo().join("examples/minimal/sysupdate.d");
+    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (
+            vec!["sums".into(), missing.clone().into()],
+            "no such directory",
+        ),
+        (
+            vec!["sums".into(), keys.secret.clone().into()],
+            "is a file, not a directory",
+        ),
+        (
+            vec![
+                "sign".into(),
+                "--key".into(),
+                missing.clone().into(),
+                keys.keyring.clone().into(),
+            ],
+            "--key",
+        ),
+        (
+            vec![
+                "sign".into(),
+                "--key".into(),
+                keys.secret.clone().into(),
+                missing.clone().into(),
+            ],
+            "no such file",
+        ),
+        (
+            vec![
+                "inspect".into(),
+                "--transfers".into(),
+                missing.clone().into(),
+                dir.into(),
+            ],
+            "--transfers",
+        ),
+        (
+            vec![
+                "inspect".into(),
+                "--transfers".into(),
+                transfers.into(),
+                missing.clone().into(),
+            ],
+            "PAYLOAD_DIR",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = run(bin().args(&args).current_dir(dir), 2);
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
 }

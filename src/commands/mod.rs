@@ -44,22 +44,10 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
-/// The one rule for showing an error: its chain joined by ": ", leaving out
-/// a cause whose text is already shown (walkdir, the stores and thiserror
-/// types often repeat the OS error they wrap in their own message).
+/// How `main` shows an error: the chain on one line, each cause once
+/// ([`crate::errors::chain`], the one rule).
 pub fn render_error(err: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if text.is_empty() || out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+    crate::errors::chain(err.as_ref())
 }
 
 /// A mistake in how the command was called.
@@ -275,6 +263,31 @@ pub(crate) fn parse_outputs(outputs: &[String]) -> Result<Vec<(Arch, PathBuf)>> 
         seen.push((arch, dir));
     }
     Ok(seen)
+}
+
+/// An input directory named on the command line: a typo is a usage error
+/// (exit 2), found before any work.
+pub(crate) fn input_dir(option: &str, path: &Path) -> Result<(), UsageError> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    Err(UsageError(if path.exists() {
+        format!("{option} {}: is a file, not a directory", path.display())
+    } else {
+        format!("{option} {}: no such directory", path.display())
+    }))
+}
+
+/// An input file named on the command line, as [`input_dir`].
+pub(crate) fn input_file(option: &str, path: &Path) -> Result<(), UsageError> {
+    if path.is_file() {
+        return Ok(());
+    }
+    Err(UsageError(if path.exists() {
+        format!("{option} {}: is not a regular file", path.display())
+    } else {
+        format!("{option} {}: no such file", path.display())
+    }))
 }
 
 /// Writes a file that must not exist yet.

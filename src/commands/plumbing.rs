@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{rfc3339, write_atomic, write_new, Ctx, Outcome, UsageError};
+use super::{input_dir, input_file, rfc3339, write_atomic, write_new, Ctx, Outcome, UsageError};
 use crate::cli::{InspectArgs, KeygenArgs, SignArgs, SumsArgs};
 use crate::config::parse_lifetime;
 use crate::hash;
@@ -66,6 +66,8 @@ pub(super) fn sign(ctx: &Ctx, args: SignArgs) -> Result<Outcome> {
         .map(parse_lifetime)
         .transpose()
         .map_err(|m| UsageError(format!("--expires: {m}")))?;
+    input_file("--key", &args.key)?;
+    input_file("FILE", &args.file)?;
     let key = SecretKey::load(&args.key)?;
     let data =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
@@ -137,6 +139,7 @@ pub(super) fn sums(ctx: &Ctx, args: SumsArgs) -> Result<Outcome> {
         .as_deref()
         .map(|s| Date::parse(s).map_err(|e| UsageError(format!("--best-before: {e}"))))
         .transpose()?;
+    input_dir("DIR", &args.dir)?;
     let mut m = Manifest {
         best_before,
         ..Default::default()
@@ -247,6 +250,8 @@ fn inspect_contents(
 
 pub(super) fn inspect(ctx: &Ctx, args: InspectArgs) -> Result<Outcome> {
     let arch = crate::arch::Arch::parse(&args.arch).map_err(|e| UsageError(e.to_string()))?;
+    input_dir("--transfers", &args.transfers)?;
+    input_dir("PAYLOAD_DIR", &args.payload_dir)?;
     let spec = Specifiers {
         arch: arch.systemd().to_string(),
         ..Default::default()

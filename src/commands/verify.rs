@@ -158,8 +158,10 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
         for p in &c.problems {
             ctx.ui.report(format!("  PROBLEM: {p}"));
         }
-        for w in &c.warnings {
-            ctx.ui.detail(format!("  warning: {w}"));
+        if ctx.ui.verbose() {
+            for w in &c.warnings {
+                ctx.ui.report(format!("  warning: {w}"));
+            }
         }
         checks.push(c);
     }
