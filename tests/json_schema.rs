@@ -164,13 +164,14 @@ fn write_commands_and_status_match_their_examples() {
     assert_documented(WRITE, &ch.json(&["unyank", "19"], 0));
     assert_documented(WRITE, &ch.json(&["rollback", "17", "--reason", "r"], 0));
     assert_documented(WRITE, &ch.json(&["refresh"], 0));
+    assert_documented(WRITE, &ch.json(&["repair"], 0));
     let status = ch.json(&["status"], 0);
     assert!(!status["withdrawn"].as_array().unwrap().is_empty());
     assert_documented("status", &status);
 }
 
 #[test]
-fn the_overview_of_several_channels_matches_its_example() {
+fn promote_and_the_overview_of_several_channels_match_their_examples() {
     let keys = common::keygen();
     let dir = tempfile::tempdir().unwrap();
     let transfers = common::repo().join("examples/minimal/sysupdate.d");
@@ -195,6 +196,15 @@ fn the_overview_of_several_channels_matches_its_example() {
             .args(fake_outputs(dir.path(), "18")),
         0,
     );
+    let out = run(
+        bin().arg("--config").arg(&config).args([
+            "--json", "promote", "18", "--from", "canary", "--to", "stable",
+        ]),
+        0,
+    );
+    let promoted: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(promoted["source"]["channel"], "canary");
+    assert_documented(WRITE, &promoted);
     let out = run(
         bin()
             .arg("--config")
