@@ -69,7 +69,7 @@ impl Ui {
     /// so the line becomes a diagnostic on stderr.
     pub fn report(&self, msg: impl Display) {
         if !self.json {
-            println!("{msg}");
+            stdout_line(&msg);
         } else if !self.quiet {
             eprintln!("{msg}");
         }
@@ -115,6 +115,14 @@ impl Ui {
         bar.set_message(msg.into());
         bar
     }
+}
+
+/// One line on stdout. A reader that went away (`status | head`) does not
+/// stop the command: println! would panic, and dying of SIGPIPE halfway
+/// through a release is worse than a report nobody reads.
+pub fn stdout_line(line: &dyn Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 /// An indicatif bar is a [`Bar`].

@@ -51,6 +51,33 @@ fn status_prints_its_report_on_stdout_and_quiet_keeps_it() {
     assert!(stderr(&json).contains("x86-64: signed by"));
 }
 
+/// `status | head` with the reader gone: the command still ends normally.
+#[test]
+fn a_closed_stdout_does_not_crash_a_command() {
+    let ch = published();
+    for args in [
+        &["status"][..],
+        &["--json", "status"],
+        &["yank", "18", "--reason", "x"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = ch
+            .cmd()
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    }
+    assert!(
+        !ch.manifest("x86-64").contains("_18"),
+        "the yank went through"
+    );
+}
+
 #[test]
 fn write_commands_and_inspect_report_on_stdout() {
     let ch = published();

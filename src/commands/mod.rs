@@ -152,7 +152,7 @@ impl Ctx {
                 })
             }
             .context("serializing the report")?;
-            println!("{s}");
+            crate::ui::stdout_line(&s);
         }
         Ok(())
     }
