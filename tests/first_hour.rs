@@ -419,6 +419,21 @@ fn config_mistakes_exit_2_before_any_work() {
 }
 
 #[test]
+fn a_missing_keyring_or_ca_file_exits_2() {
+    let ch = channel_with("");
+    let out = run(
+        ch.cmd()
+            .args(["verify", "--arch", "x86-64", "--ca"])
+            .arg(ch.dir.path().join("no-ca.pem")),
+        2,
+    );
+    assert!(stderr(&out).contains("--ca"), "{}", stderr(&out));
+    std::fs::remove_file(&ch.keys.keyring).unwrap();
+    let out = ch.run(&["status"], 2);
+    assert!(stderr(&out).contains("signing.keyring"), "{}", stderr(&out));
+}
+
+#[test]
 fn a_missing_secret_key_exits_2() {
     let ch = channel_with("");
     std::fs::remove_file(&ch.keys.secret).unwrap();

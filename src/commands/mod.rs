@@ -118,6 +118,17 @@ impl Ctx {
             ))
             .into());
         }
+        // Every command checks signatures with it; only the example key
+        // setup creates it on first use.
+        let s = &config.signing;
+        if !s.keyring.exists() && !s.generate_example_key {
+            return Err(UsageError(format!(
+                "{}: `signing.keyring`: {} does not exist (the keyring devices install; `sysupdate-publish keygen` writes one)",
+                config.file.display(),
+                s.keyring.display()
+            ))
+            .into());
+        }
         Ok(config)
     }
 

@@ -183,6 +183,9 @@ pub(super) fn promote(ctx: &Ctx, args: PromoteArgs) -> Result<Outcome> {
 }
 
 pub(super) fn mirror(ctx: &Ctx, args: MirrorArgs) -> Result<Outcome> {
+    if let Some(ca) = &args.ca {
+        super::input_file("--ca", ca)?;
+    }
     let http = crate::http::Http::new(args.ca.as_deref())?;
     let r = with_publisher(ctx, |p, key, _| {
         Ok(p.mirror(key, &http, &args.from, args.dry_run)?)

@@ -53,6 +53,9 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
         })?;
     let keyring = Keyring::load(&config.signing.keyring)?;
     let store = config.channel.open_store();
+    if let Some(ca) = &args.ca {
+        super::input_file("--ca", ca)?;
+    }
     let http = Http::new(args.ca.as_deref())?;
     let arches = if args.arches.is_empty() {
         store.arches()?
