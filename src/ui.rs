@@ -6,7 +6,6 @@
 use std::fmt::Display;
 use std::io::IsTerminal;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -19,8 +18,6 @@ pub struct Ui {
     verbose: u8,
     bars: bool,
     json: bool,
-    /// Warnings shown so far, for the summary at the end of a report.
-    warnings: Arc<AtomicUsize>,
 }
 
 impl Ui {
@@ -30,7 +27,6 @@ impl Ui {
             verbose,
             bars: !quiet && std::io::stderr().is_terminal(),
             json: false,
-            warnings: Arc::default(),
         }
     }
 
@@ -46,7 +42,6 @@ impl Ui {
             verbose: 0,
             bars: false,
             json: false,
-            warnings: Arc::default(),
         }
     }
 
@@ -90,13 +85,7 @@ impl Ui {
 
     /// Warnings show even with --quiet: they are about the fleet's safety.
     pub fn warn(&self, msg: impl Display) {
-        self.warnings.fetch_add(1, Ordering::Relaxed);
         eprintln!("warning: {msg}");
-    }
-
-    /// How many warnings [`Ui::warn`] printed.
-    pub fn warnings(&self) -> usize {
-        self.warnings.load(Ordering::Relaxed)
     }
 
     /// A byte-count bar; hidden (and free) when stderr is not a terminal,
