@@ -363,6 +363,7 @@ fn release_usage_mistakes_exit_2_and_say_what_is_wrong() {
     // One arch alone would leave arm64 and riscv64 devices on 18.
     let x86 = fake_outputs(dir, "19")[..2].to_vec();
     refused(x86.clone(), "no --output for arm64, riscv64");
+    refused(vec!["--partial".into()], "--partial goes with --output");
     assert_eq!(common::snapshot(&ch.store), before);
     // Meant: --partial.
     run(ch.cmd().args(["release", "--partial"]).args(&x86), 0);

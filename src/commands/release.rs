@@ -87,6 +87,11 @@ fn check_args(args: &ReleaseArgs) -> Result<(), UsageError> {
             "unexpected argument {v:?}: the version is an option, `sysupdate-publish release --version {v}`"
         )));
     }
+    if args.partial && args.outputs.is_empty() {
+        return Err(UsageError(
+            "--partial goes with --output: a nix build covers every configured system".into(),
+        ));
+    }
     if let Some(v) = &args.version {
         if v.trim().is_empty() {
             return Err(UsageError(
