@@ -641,3 +641,58 @@ fn plumbing_input_path_mistakes_exit_2() {
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
     }
 }
+
+/// A plain static server (python's http.server: no Cache-Control at all):
+/// verify passes, counts the warnings, and shows them with -v.
+#[test]
+fn verify_counts_its_warnings_and_shows_them_with_v() {
+    let ch = published();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Server(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(&ch.store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 (the test suite's moto needs it too)"),
+    );
+    // Ready when it accepts a connection.
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{port}");
+    let out = ch.run(&["verify", "--arch", "x86-64", "--url", &url], 0);
+    let report = stdout(&out);
+    assert!(report.contains("x86-64: OK, newest 18"), "{report}");
+    assert!(
+        report.contains("warning(s); run with -v to see them"),
+        "{report}"
+    );
+    assert!(!report.contains("no Cache-Control header"), "{report}");
+    let out = ch.run(&["-v", "verify", "--arch", "x86-64", "--url", &url], 0);
+    let report = stdout(&out);
+    assert!(
+        report.contains("  warning: SHA256SUMS: no Cache-Control header"),
+        "{report}"
+    );
+    assert!(!report.contains("run with -v"), "{report}");
+}
