@@ -45,7 +45,7 @@ struct ArchStatus {
     expires: Option<String>,
     best_before: Option<String>,
     versions: Vec<VersionStatus>,
-    /// Stored payloads no manifest names: kept for `unyank`, or leftovers.
+    /// Stored payloads no manifest and no withdrawn version names: leftovers.
     unreferenced: Vec<String>,
     problems: Vec<String>,
 }
