@@ -24,7 +24,21 @@
           };
           cargoLock.lockFile = ./Cargo.lock;
 
+          nativeBuildInputs = [ pkgs.installShellFiles ];
           nativeCheckInputs = [ pkgs.gnupg pkgs.xz ];
+
+          # Completions and man pages come from the binary itself, so they always
+          # match it (tests/first_hour.rs runs this snippet). Skipped when
+          # cross-compiling: the build machine cannot run the binary.
+          postInstall = lib.optionalString (pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform) ''
+            installShellCompletion --cmd sysupdate-publish \
+              --bash <($out/bin/sysupdate-publish completions bash) \
+              --zsh <($out/bin/sysupdate-publish completions zsh) \
+              --fish <($out/bin/sysupdate-publish completions fish)
+            $out/bin/sysupdate-publish -q man --out man
+            installManPage man/*.1
+          '';
+
           # The integration tests start nginx, moto and a systemd-sysupdate chroot.
           doCheck = false;
 

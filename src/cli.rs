@@ -2,7 +2,38 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// The heading that separates the options every command takes from the
+/// command's own in `COMMAND --help`.
+const GLOBAL: &str = "Global options";
+
+/// Commands that read no configuration: `--config` and `--channel` are
+/// hidden from their help, and refused when given.
+pub const WITHOUT_CONFIG: [&str; 5] = ["keygen", "sign", "sums", "completions", "man"];
+
+/// The command line as clap sees it, with the global options a command
+/// ignores hidden from its help. clap copies a global option into every
+/// subcommand that has no option of that id yet, so those commands get a
+/// hidden copy first. This is the one place that does it.
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    let hidden: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| ["config", "channel"].contains(&a.get_id().as_str()))
+        .map(|a| a.clone().hide(true))
+        .collect();
+    for name in WITHOUT_CONFIG {
+        cmd = cmd.mut_subcommand(name, |sub| sub.args(hidden.clone()));
+    }
+    cmd
+}
+
+/// Parses the process arguments, exiting with clap's message (status 2) on a usage error.
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
 
 const AFTER_HELP: &str = "\
 Typical use:
@@ -24,23 +55,23 @@ Exit status: 0 success, 1 the operation failed, 2 usage or configuration error."
 #[command(name = "sysupdate-publish", version, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Configuration file [default: ./sysupdate-publish.toml]
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
 
     /// The channel to work on, for a config with several `[channels.NAME]`
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, global = true, value_name = "NAME", help_heading = GLOBAL)]
     pub channel: Option<String>,
 
-    /// Print one JSON document on stdout (human output still goes to stderr)
-    #[arg(long, global = true)]
+    /// Print the report as one JSON document on stdout (docs/json.md); the human report goes to stderr
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
 
     /// More detail on stderr (repeat for more)
-    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet", help_heading = GLOBAL)]
     pub verbose: u8,
 
-    /// Only errors on stderr
-    #[arg(short, long, global = true)]
+    /// No diagnostics on stderr, only errors and warnings (the report on stdout stays)
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
 
     #[command(subcommand)]
@@ -151,6 +182,56 @@ pub enum Command {
     ///
     /// Exits 1 when a version is incomplete or a file matches no transfer.
     Inspect(InspectArgs),
+
+    /// Print a shell completion script on stdout
+    ///
+    /// bash: `sysupdate-publish completions bash > /etc/bash_completion.d/sysupdate-publish`;
+    /// zsh: into a directory of $fpath as `_sysupdate-publish`;
+    /// fish: `~/.config/fish/completions/sysupdate-publish.fish`.
+    Completions(CompletionsArgs),
+
+    /// Write man pages, sysupdate-publish.1 and one per command, into DIR
+    Man(ManArgs),
+}
+
+impl Command {
+    /// The command's name as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Release(_) => "release",
+            Command::Status(_) => "status",
+            Command::Yank(_) => "yank",
+            Command::Unyank(_) => "unyank",
+            Command::Rollback(_) => "rollback",
+            Command::Refresh(_) => "refresh",
+            Command::Promote(_) => "promote",
+            Command::Mirror(_) => "mirror",
+            Command::Repair(_) => "repair",
+            Command::Adopt(_) => "adopt",
+            Command::Verify(_) => "verify",
+            Command::Serve(_) => "serve",
+            Command::Keygen(_) => "keygen",
+            Command::Sign(_) => "sign",
+            Command::Sums(_) => "sums",
+            Command::Inspect(_) => "inspect",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Directory for the pages (created when missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -190,6 +271,15 @@ pub struct ReleaseArgs {
     /// which skips files unchanged (inode, size, mtime, ctime) since hashed
     #[arg(long)]
     pub deep: bool,
+
+    /// Publish only the architectures given with --output; the others published
+    /// or configured in [nix] keep their current versions
+    #[arg(long)]
+    pub partial: bool,
+
+    /// A version typed without --version (`release 19`): refused with a hint.
+    #[arg(hide = true)]
+    pub stray: Option<String>,
 }
 
 #[derive(Args, Debug)]

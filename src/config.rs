@@ -23,10 +23,13 @@ pub const DEFAULT_FILE: &str = "sysupdate-publish.toml";
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source} (pass --config FILE or create {DEFAULT_FILE})")]
+    /// The hint only when `--config` was not given: it names the fix.
+    #[error("cannot read config {path}: {source}{}", read_hint(.given))]
     Read {
         path: PathBuf,
         source: std::io::Error,
+        /// Whether the path came from `--config`.
+        given: bool,
     },
     #[error("{path}: {message}")]
     Syntax { path: PathBuf, message: String },
@@ -36,6 +39,15 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+}
+
+/// What to do about an unreadable config the user did not name.
+fn read_hint(given: &bool) -> &'static str {
+    if *given {
+        ""
+    } else {
+        " (pass --config FILE or create ./sysupdate-publish.toml)"
+    }
 }
 
 #[derive(Deserialize)]
@@ -207,10 +219,12 @@ impl Config {
 
     /// Loads `path`, or `./sysupdate-publish.toml` when `None`.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let given = path.is_some();
         let path = path.unwrap_or(Path::new(DEFAULT_FILE));
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
+            given,
         })?;
         Config::parse(
             &text,
@@ -492,6 +506,19 @@ fn parse_channel(
             let week = Duration::from_secs(7 * 86400);
             signature_lifetime.map_or(week, |l| week.min(l / 4))
         });
+    // A warning window as long as the lifetime would warn from the moment of signing.
+    if let Some(lifetime) = signature_lifetime {
+        if expiry_warning >= lifetime {
+            return Err(invalid(
+                &key("expiry-warning"),
+                format!(
+                    "{} is not shorter than signature-lifetime ({}): every signature would warn from the day it is made",
+                    human_duration(expiry_warning),
+                    human_duration(lifetime)
+                ),
+            ));
+        }
+    }
 
     Ok(Channel {
         store,
@@ -501,6 +528,29 @@ fn parse_channel(
         expiry_warning,
         parallel_uploads,
     })
+}
+
+/// A duration for people: "7 days", "1 day 12 hours", "90 seconds"
+/// (humantime writes "7days").
+pub fn human_duration(d: Duration) -> String {
+    let mut secs = d.as_secs();
+    if secs == 0 {
+        return "0 seconds".into();
+    }
+    let mut parts = Vec::new();
+    for (unit, len) in [
+        ("day", 86400),
+        ("hour", 3600),
+        ("minute", 60),
+        ("second", 1),
+    ] {
+        let n = secs / len;
+        secs %= len;
+        if n > 0 {
+            parts.push(format!("{n} {unit}{}", if n == 1 { "" } else { "s" }));
+        }
+    }
+    parts.join(" ")
 }
 
 /// `[checks]`: sizes as bytes or with a binary suffix ("512M" = 512 MiB,

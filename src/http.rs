@@ -71,9 +71,11 @@ impl Http {
         url: &str,
         keep_body: bool,
     ) -> Result<Response, HttpError> {
+        // reqwest says "error sending request"; the reason (connection
+        // refused, certificate unknown) is in its sources.
         let err = |e: reqwest::Error| HttpError::Request {
             url: url.to_string(),
-            message: e.to_string(),
+            message: crate::errors::chain(&e),
         };
         self.rt.block_on(async {
             let resp = self.client.request(method, url).send().await.map_err(err)?;
@@ -126,9 +128,11 @@ impl Http {
         to: &mut dyn std::io::Write,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(u16, Digest, u64), HttpError> {
+        // reqwest says "error sending request"; the reason (connection
+        // refused, certificate unknown) is in its sources.
         let err = |e: reqwest::Error| HttpError::Request {
             url: url.to_string(),
-            message: e.to_string(),
+            message: crate::errors::chain(&e),
         };
         self.rt.block_on(async {
             let resp = self.client.get(url).send().await.map_err(err)?;
@@ -157,9 +161,11 @@ impl Http {
         url: &str,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(u16, Digest, u64), HttpError> {
+        // reqwest says "error sending request"; the reason (connection
+        // refused, certificate unknown) is in its sources.
         let err = |e: reqwest::Error| HttpError::Request {
             url: url.to_string(),
-            message: e.to_string(),
+            message: crate::errors::chain(&e),
         };
         self.rt.block_on(async {
             let resp = self.client.get(url).send().await.map_err(err)?;

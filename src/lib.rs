@@ -1,7 +1,7 @@
 //! sysupdate-publish: turn per-architecture build outputs into signed
 //! systemd-sysupdate channels.
 //!
-//! `../shared/reference/sysupdate-client.md` (systemd 254–262, read from the
+//! `docs/sysupdate-client.md` (systemd 254–262, read from the
 //! source) is the contract every module here implements.
 //!
 //! Layers, from the bottom up (a module never imports one above it):
@@ -18,7 +18,7 @@
 //! - publisher: `publisher`, the commit protocol, once;
 //! - app: `config`, `cli`, `commands`, `ui`.
 //!
-//! `progress` and `fault` are plumbing every layer may use.
+//! `progress`, `errors` and `fault` are plumbing every layer may use.
 
 pub mod arch;
 pub mod channel;
@@ -26,6 +26,7 @@ pub mod cli;
 pub mod commands;
 pub mod compress;
 pub mod config;
+pub mod errors;
 pub mod fault;
 pub mod hash;
 pub mod http;

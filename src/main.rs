@@ -1,16 +1,15 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use sysupdate_publish::cli::Cli;
+use sysupdate_publish::cli;
 use sysupdate_publish::commands::{self, Outcome};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::parse();
     match commands::run(cli) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Problems) => ExitCode::from(1),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", commands::render_error(&err));
             ExitCode::from(commands::exit_code(&err))
         }
     }

@@ -77,6 +77,8 @@ pub enum SigningError {
     },
     #[error("{what}: the secret key is passphrase-protected; set {PASSPHRASE_ENV} or export it without a passphrase")]
     Locked { what: String },
+    #[error("{what}: the passphrase in {PASSPHRASE_ENV} does not unlock the secret key")]
+    WrongPassphrase { what: String },
     #[error("signature lifetime {0:?} is too long for OpenPGP (at most ~136 years)")]
     Lifetime(Duration),
     /// Its signatures would not verify on devices (e.g. a certify-only key).
@@ -274,6 +276,9 @@ impl SecretKey {
                 SigningError::Pgp { .. } if passphrase.is_none() => SigningError::Locked {
                     what: what.to_string(),
                 },
+                SigningError::Pgp { .. } if sk.is_protected() => SigningError::WrongPassphrase {
+                    what: what.to_string(),
+                },
                 e => e,
             })?;
         Keyring::from_bytes(&sk.keyring_bytes()?)
@@ -283,6 +288,16 @@ impl SecretKey {
                 source,
             })?;
         Ok(sk)
+    }
+
+    /// Whether any of its secret keys is passphrase-protected.
+    fn is_protected(&self) -> bool {
+        self.key.primary_key.secret_params().is_encrypted()
+            || self
+                .key
+                .secret_subkeys
+                .iter()
+                .any(|k| k.key.secret_params().is_encrypted())
     }
 
     /// Loads a secret key file, refusing one that group or others can read.

@@ -1,7 +1,7 @@
-//! Human output on stderr: messages, and progress bars only on a terminal.
-//!
-//! stdout is reserved for `--json`, so pipelines can parse it while people
-//! still see what is happening.
+//! Human output: the command's report on stdout (so `status | head` and
+//! `status > report.txt` work), diagnostics and progress on stderr (bars
+//! only on a terminal). With `--json` the JSON document is the report on
+//! stdout and the human report lines become diagnostics on stderr.
 
 use std::fmt::Display;
 use std::io::IsTerminal;
@@ -17,6 +17,7 @@ pub struct Ui {
     quiet: bool,
     verbose: u8,
     bars: bool,
+    json: bool,
 }
 
 impl Ui {
@@ -25,7 +26,13 @@ impl Ui {
             quiet,
             verbose,
             bars: !quiet && std::io::stderr().is_terminal(),
+            json: false,
         }
+    }
+
+    /// With `--json`: stdout carries only the JSON document.
+    pub fn with_json(self, json: bool) -> Ui {
+        Ui { json, ..self }
     }
 
     /// A Ui that prints nothing: for library callers and tests.
@@ -34,6 +41,7 @@ impl Ui {
             quiet: true,
             verbose: 0,
             bars: false,
+            json: false,
         }
     }
 
@@ -51,6 +59,18 @@ impl Ui {
         self.verbose > 0 && !self.quiet
     }
 
+    /// A line of the command's report: stdout, even with `-q` (which
+    /// silences only diagnostics). With `--json` the document is the report,
+    /// so the line becomes a diagnostic on stderr.
+    pub fn report(&self, msg: impl Display) {
+        if !self.json {
+            stdout_line(&msg);
+        } else if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+
+    /// A diagnostic: progress and notes on stderr, silenced by `-q`.
     pub fn info(&self, msg: impl Display) {
         if !self.quiet {
             eprintln!("{msg}");
@@ -84,6 +104,14 @@ impl Ui {
         bar.set_message(msg.into());
         bar
     }
+}
+
+/// One line on stdout. A reader that went away (`status | head`) does not
+/// stop the command: println! would panic, and dying of SIGPIPE halfway
+/// through a release is worse than a report nobody reads.
+pub fn stdout_line(line: &dyn Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 /// An indicatif bar is a [`Bar`].

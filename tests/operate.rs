@@ -117,9 +117,9 @@ fn rollback_withdraws_every_newer_version_in_one_commit_and_explains_devices() {
     }
     let out = ch.run(&["rollback", "17", "--reason", "18 and 19 brick"], 0);
     assert!(
-        stderr(&out).contains("never downgrades"),
+        common::stdout(&out).contains("never downgrades"),
         "{}",
-        stderr(&out)
+        common::stdout(&out)
     );
     for arch in ARCHES {
         let m = ch.published(arch);
@@ -201,7 +201,11 @@ fn refresh_re_signs_expired_manifests_and_is_a_cron_friendly_no_op_otherwise() {
 
     let before = snapshot(&ch.store);
     let out = ch.run(&["refresh", "--if-expiring-within", "2h"], 0);
-    assert!(stderr(&out).contains("nothing to do"), "{}", stderr(&out));
+    assert!(
+        common::stdout(&out).contains("nothing to do"),
+        "{}",
+        common::stdout(&out)
+    );
     assert_eq!(snapshot(&ch.store), before);
 }
 

@@ -117,7 +117,7 @@ impl GpgHome {
         assert_eq!(rc, 0, "{err}");
         let (rc, _) = gpg_verify(keyring, &sig, b"payload lisT\n");
         assert_ne!(rc, 0);
-        (err, stderr(&out))
+        (err, common::stdout(&out))
     }
 }
 

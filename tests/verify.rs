@@ -106,3 +106,23 @@ fn verify_catches_a_host_that_does_not_answer_404() {
         "{r}"
     );
 }
+
+#[test]
+fn verify_reports_on_stdout() {
+    let ch = Channel::new("");
+    ch.release("18");
+    let out = run(
+        common::bin()
+            .arg("--config")
+            .arg(&ch.config)
+            .args(["verify", "--ca"])
+            .arg(&ch.nginx.ca),
+        0,
+    );
+    let report = common::stdout(&out);
+    assert!(
+        report.contains(&format!("{ARCH}: OK, newest 18")),
+        "{report}"
+    );
+    assert!(!common::stderr(&out).contains("OK, newest"));
+}

@@ -36,7 +36,7 @@ pub enum Refusal {
         version: String,
         missing: Vec<String>,
     },
-    #[error("{arch}: version {version} has several files for transfer {transfer}: {}", .files.join(", "))]
+    #[error("{arch}: version {version} has several files for transfer {transfer}: {}", join(.files))]
     Duplicates {
         arch: Arch,
         version: String,
@@ -64,7 +64,7 @@ pub enum Refusal {
         version: Version,
         published: Version,
     },
-    #[error("{arch}: version {version} is already published with different content: {}. Published payloads never change; publish a new version", .changes.join(", "))]
+    #[error("{arch}: version {version} is already published with different content: {}. Published payloads never change; publish a new version", join(.changes))]
     ChangedContent {
         arch: Arch,
         version: Version,

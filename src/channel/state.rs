@@ -535,7 +535,7 @@ fn check_published(ch: &mut Channel, opts: &ReadOptions) {
                     problems.push(Problem::ExpiresSoon {
                         arch,
                         at: rfc3339(e),
-                        within: humantime::format_duration(opts.expiry_warning).to_string(),
+                        within: crate::config::human_duration(opts.expiry_warning),
                     });
                 }
             }

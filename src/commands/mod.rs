@@ -1,6 +1,7 @@
 //! The commands: glue between the CLI, configuration and the library modules.
 //! Errors here are `anyhow` with context; the library's typed errors inside.
 
+mod docs;
 mod operate;
 mod plumbing;
 mod release;
@@ -44,13 +45,33 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// How `main` shows an error: the chain on one line, each cause once
+/// ([`crate::errors::chain`], the one rule).
+pub fn render_error(err: &anyhow::Error) -> String {
+    crate::errors::chain(err.as_ref())
+}
+
 /// A mistake in how the command was called.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
 
 pub fn run(cli: Cli) -> Result<Outcome> {
-    let ui = Ui::new(cli.quiet, cli.verbose);
+    let name = cli.command.name();
+    if crate::cli::WITHOUT_CONFIG.contains(&name) {
+        for (given, option) in [
+            (cli.config.is_some(), "--config"),
+            (cli.channel.is_some(), "--channel"),
+        ] {
+            if given {
+                return Err(UsageError(format!(
+                    "{name} reads no configuration: {option} has no effect here, leave it out"
+                ))
+                .into());
+            }
+        }
+    }
+    let ui = Ui::new(cli.quiet, cli.verbose).with_json(cli.json);
     let ctx = Ctx {
         ui,
         json: cli.json,
@@ -74,6 +95,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Sign(args) => plumbing::sign(&ctx, args),
         Command::Sums(args) => plumbing::sums(&ctx, args),
         Command::Inspect(args) => plumbing::inspect(&ctx, args),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(&ctx, args),
     }
 }
 
@@ -87,21 +110,62 @@ pub(crate) struct Ctx {
 impl Ctx {
     /// The configuration as written, no channel chosen (promote picks two).
     fn config_unselected(&self) -> Result<Config> {
-        Ok(Config::load(self.config_path.as_deref())?)
+        let config = Config::load(self.config_path.as_deref())?;
+        // Every command reads the transfer files; a wrong path is a config mistake.
+        if !config.transfers.dir.is_dir() {
+            return Err(UsageError(format!(
+                "{}: `transfers.dir`: {} is not a directory (the device's *.transfer files)",
+                config.file.display(),
+                config.transfers.dir.display()
+            ))
+            .into());
+        }
+        // Every command checks signatures with it; only the example key
+        // setup creates it on first use.
+        let s = &config.signing;
+        if !s.keyring.exists() && !s.generate_example_key {
+            return Err(UsageError(format!(
+                "{}: `signing.keyring`: {} does not exist (the keyring devices install; `sysupdate-publish keygen` writes one)",
+                config.file.display(),
+                s.keyring.display()
+            ))
+            .into());
+        }
+        Ok(config)
     }
 
     /// The configuration, with the `--channel` chosen.
     fn config(&self) -> Result<Config> {
-        let mut config = Config::load(self.config_path.as_deref())?;
+        let mut config = self.config_unselected()?;
         config.select(self.channel.as_deref())?;
         Ok(config)
     }
 
-    /// Prints the JSON document when --json was given.
+    /// Prints the JSON document when --json was given. Every document
+    /// carries `"schema"` (docs/json.md); the ones that do not have it
+    /// themselves get it here, first.
     fn emit(&self, value: &impl Serialize) -> Result<()> {
+        #[derive(Serialize)]
+        struct Doc<'a, T: Serialize> {
+            schema: u32,
+            #[serde(flatten)]
+            body: &'a T,
+        }
         if self.json {
-            let s = serde_json::to_string_pretty(value).context("serializing the report")?;
-            println!("{s}");
+            let has_schema = serde_json::to_value(value)
+                .context("serializing the report")?
+                .get("schema")
+                .is_some();
+            let s = if has_schema {
+                serde_json::to_string_pretty(value)
+            } else {
+                serde_json::to_string_pretty(&Doc {
+                    schema: crate::publisher::report::SCHEMA,
+                    body: value,
+                })
+            }
+            .context("serializing the report")?;
+            crate::ui::stdout_line(&s);
         }
         Ok(())
     }
@@ -195,9 +259,48 @@ pub(crate) fn parse_outputs(outputs: &[String]) -> Result<Vec<(Arch, PathBuf)>> 
         if seen.iter().any(|(a, _)| *a == arch) {
             return Err(UsageError(format!("--output: {arch} given twice")).into());
         }
-        seen.push((arch, PathBuf::from(path)));
+        let dir = PathBuf::from(path);
+        // Found now, before keys, locks and reads: a typo, not a failure.
+        if !dir.exists() {
+            return Err(
+                UsageError(format!("--output {o}: {} does not exist", dir.display())).into(),
+            );
+        }
+        if !dir.is_dir() {
+            return Err(UsageError(format!(
+                "--output {o}: {} is a file, not a directory; --output takes SYSTEM=DIRECTORY (the build output holding the payloads)",
+                dir.display()
+            ))
+            .into());
+        }
+        seen.push((arch, dir));
     }
     Ok(seen)
+}
+
+/// An input directory named on the command line: a typo is a usage error
+/// (exit 2), found before any work.
+pub(crate) fn input_dir(option: &str, path: &Path) -> Result<(), UsageError> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    Err(UsageError(if path.exists() {
+        format!("{option} {}: is a file, not a directory", path.display())
+    } else {
+        format!("{option} {}: no such directory", path.display())
+    }))
+}
+
+/// An input file named on the command line, as [`input_dir`].
+pub(crate) fn input_file(option: &str, path: &Path) -> Result<(), UsageError> {
+    if path.is_file() {
+        return Ok(());
+    }
+    Err(UsageError(if path.exists() {
+        format!("{option} {}: is not a regular file", path.display())
+    } else {
+        format!("{option} {}: no such file", path.display())
+    }))
 }
 
 /// Writes a file that must not exist yet.
@@ -213,9 +316,13 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Writes a file atomically (temp + fsync + rename) so a crash never leaves half of it.
+/// Writes a public file (a manifest or signature) atomically (temp + fsync +
+/// rename) so a crash never leaves half of it. Mode 0644 like the payloads:
+/// a temp file's 0600 would make a web server running as another user
+/// answer 403.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -225,6 +332,9 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
         .with_context(|| format!("writing {}", path.display()))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
     tmp.persist(path)
         .with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())

@@ -44,7 +44,7 @@ fn names(v: &[Version]) -> String {
 /// One line per changed arch, then the outcome.
 fn show(ctx: &Ctx, r: &Report, what: &str) -> Result<Outcome> {
     if let Some(seq) = r.finished_interrupted {
-        ctx.ui.info(format!(
+        ctx.ui.report(format!(
             "finished the interrupted write of history entry #{seq} first"
         ));
     }
@@ -62,7 +62,7 @@ fn show(ctx: &Ctx, r: &Report, what: &str) -> Result<Outcome> {
         if change.is_empty() {
             change.push("re-sign".into());
         }
-        ctx.ui.info(format!(
+        ctx.ui.report(format!(
             "{}: {} → publishes {}",
             a.arch,
             change.join(", "),
@@ -74,11 +74,11 @@ fn show(ctx: &Ctx, r: &Report, what: &str) -> Result<Outcome> {
         ));
     }
     if r.dry_run {
-        ctx.ui.info("dry run: nothing was changed");
+        ctx.ui.report("dry run: nothing was changed");
     } else if r.already_published {
-        ctx.ui.info(format!("{what}: nothing to do"));
+        ctx.ui.report(format!("{what}: nothing to do"));
     } else if let Some(seq) = r.history_seq {
-        ctx.ui.info(format!("recorded as history entry #{seq}"));
+        ctx.ui.report(format!("recorded as history entry #{seq}"));
     }
     ctx.emit(r)?;
     Ok(Outcome::Success)
@@ -99,7 +99,7 @@ pub(super) fn yank(ctx: &Ctx, args: YankArgs) -> Result<Outcome> {
     })?;
     let out = show(ctx, &r, "yank")?;
     if !args.dry_run {
-        ctx.ui.info(DEVICE_BEHAVIOUR);
+        ctx.ui.report(DEVICE_BEHAVIOUR);
     }
     Ok(out)
 }
@@ -119,7 +119,7 @@ pub(super) fn rollback(ctx: &Ctx, args: RollbackArgs) -> Result<Outcome> {
     })?;
     let out = show(ctx, &r, "rollback")?;
     if !args.dry_run {
-        ctx.ui.info(DEVICE_BEHAVIOUR);
+        ctx.ui.report(DEVICE_BEHAVIOUR);
     }
     Ok(out)
 }
@@ -134,9 +134,9 @@ pub(super) fn refresh(ctx: &Ctx, args: RefreshArgs) -> Result<Outcome> {
     let r = with_publisher(ctx, |p, key, _| Ok(p.refresh(key, margin, args.dry_run)?))?;
     if r.already_published {
         if let Some(margin) = margin {
-            ctx.ui.info(format!(
+            ctx.ui.report(format!(
                 "no signature expires within {}: nothing to do",
-                humantime::format_duration(margin)
+                crate::config::human_duration(margin)
             ));
             ctx.emit(&r)?;
             return Ok(Outcome::Success);
@@ -172,7 +172,7 @@ pub(super) fn promote(ctx: &Ctx, args: PromoteArgs) -> Result<Outcome> {
     let r = target.promote(&key, &source, &args.from, &v, soak, args.dry_run)?;
     let copies: usize = r.arches.iter().map(|a| a.copies.len()).sum();
     if !r.already_published && !r.dry_run {
-        ctx.ui.info(format!(
+        ctx.ui.report(format!(
             "promoted {v} from {} to {}: {copies} payload(s) copied, {} sent through this machine",
             args.from,
             args.to,
@@ -183,13 +183,16 @@ pub(super) fn promote(ctx: &Ctx, args: PromoteArgs) -> Result<Outcome> {
 }
 
 pub(super) fn mirror(ctx: &Ctx, args: MirrorArgs) -> Result<Outcome> {
+    if let Some(ca) = &args.ca {
+        super::input_file("--ca", ca)?;
+    }
     let http = crate::http::Http::new(args.ca.as_deref())?;
     let r = with_publisher(ctx, |p, key, _| {
         Ok(p.mirror(key, &http, &args.from, args.dry_run)?)
     })?;
     let fetched: usize = r.arches.iter().map(|a| a.uploads.len()).sum();
     if !r.dry_run && !r.already_published {
-        ctx.ui.info(format!(
+        ctx.ui.report(format!(
             "mirrored {}: {fetched} payload(s) fetched, {}",
             args.from,
             super::human_bytes(r.upload_bytes)
@@ -211,15 +214,15 @@ pub(super) fn repair(ctx: &Ctx, args: RepairArgs) -> Result<Outcome> {
     })?;
     if r.already_published {
         ctx.ui
-            .info("the hosting serves the history's newest state: nothing to repair");
+            .report("the hosting serves the history's newest state: nothing to repair");
         ctx.emit(&r)?;
         return Ok(Outcome::Success);
     }
     if r.dry_run {
-        ctx.ui.info("dry run: nothing was changed");
+        ctx.ui.report("dry run: nothing was changed");
     } else {
         ctx.ui
-            .info("repaired: the hosting serves the history's newest state");
+            .report("repaired: the hosting serves the history's newest state");
     }
     ctx.emit(&r)?;
     Ok(Outcome::Success)
@@ -231,12 +234,12 @@ pub(super) fn adopt(ctx: &Ctx, args: AdoptArgs) -> Result<Outcome> {
     })?;
     if r.already_published {
         ctx.ui
-            .info("the history already names what the hosting serves: nothing to adopt");
+            .report("the history already names what the hosting serves: nothing to adopt");
         ctx.emit(&r)?;
         return Ok(Outcome::Success);
     }
     for a in &r.arches {
-        ctx.ui.info(format!(
+        ctx.ui.report(format!(
             "{}: serves {}",
             a.arch,
             if a.versions.is_empty() {
@@ -252,7 +255,7 @@ pub(super) fn adopt(ctx: &Ctx, args: AdoptArgs) -> Result<Outcome> {
         )
         .into());
     }
-    ctx.ui.info(format!(
+    ctx.ui.report(format!(
         "recorded what the hosting serves as history entry #{}",
         r.history_seq.unwrap_or_default()
     ));

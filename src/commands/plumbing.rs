@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{rfc3339, write_atomic, write_new, Ctx, Outcome, UsageError};
+use super::{input_dir, input_file, rfc3339, write_atomic, write_new, Ctx, Outcome, UsageError};
 use crate::cli::{InspectArgs, KeygenArgs, SignArgs, SumsArgs};
 use crate::config::parse_lifetime;
 use crate::hash;
@@ -32,7 +32,7 @@ pub(super) fn keygen(ctx: &Ctx, args: KeygenArgs) -> Result<Outcome> {
         write_new(public, key.public_armored()?.as_bytes())?;
     }
     key.save(&args.secret)?;
-    ctx.ui.info(format!(
+    ctx.ui.report(format!(
         "created key {} for {}\n  secret key (keep private): {}\n  device keyring: {} — install as /etc/systemd/import-pubring.pgp and /etc/systemd/import-pubring.gpg",
         key.fingerprint(),
         args.uid,
@@ -66,6 +66,8 @@ pub(super) fn sign(ctx: &Ctx, args: SignArgs) -> Result<Outcome> {
         .map(parse_lifetime)
         .transpose()
         .map_err(|m| UsageError(format!("--expires: {m}")))?;
+    input_file("--key", &args.key)?;
+    input_file("FILE", &args.file)?;
     let key = SecretKey::load(&args.key)?;
     let data =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
@@ -83,7 +85,7 @@ pub(super) fn sign(ctx: &Ctx, args: SignArgs) -> Result<Outcome> {
     } else {
         format!("subkey {signer} of {}", key.fingerprint())
     };
-    ctx.ui.info(format!(
+    ctx.ui.report(format!(
         "signed {} with {with} → {}",
         args.file.display(),
         output.display()
@@ -137,6 +139,7 @@ pub(super) fn sums(ctx: &Ctx, args: SumsArgs) -> Result<Outcome> {
         .as_deref()
         .map(|s| Date::parse(s).map_err(|e| UsageError(format!("--best-before: {e}"))))
         .transpose()?;
+    input_dir("DIR", &args.dir)?;
     let mut m = Manifest {
         best_before,
         ..Default::default()
@@ -154,11 +157,17 @@ pub(super) fn sums(ctx: &Ctx, args: SumsArgs) -> Result<Outcome> {
     let bytes = manifest::render_checked(&m).with_context(|| format!("{}", args.dir.display()))?;
     let out = args.dir.join(crate::manifest::MANIFEST);
     write_atomic(&out, &bytes)?;
-    ctx.ui.info(format!(
+    ctx.ui.report(format!(
         "wrote {} ({} entries)",
         out.display(),
         m.entries.len()
     ));
+    if let Some(date) = best_before {
+        // sha256sum -c looks for a file named after the entry and fails.
+        ctx.ui.info(format!(
+            "note: `sha256sum -c SHA256SUMS` reports BEST-BEFORE-{date} as a missing file (it is a marker, not a file); check with `sha256sum -c --ignore-missing SHA256SUMS`"
+        ));
+    }
     ctx.emit(&SumsReport {
         manifest: out,
         entries: m
@@ -242,6 +251,8 @@ fn inspect_contents(
 
 pub(super) fn inspect(ctx: &Ctx, args: InspectArgs) -> Result<Outcome> {
     let arch = crate::arch::Arch::parse(&args.arch).map_err(|e| UsageError(e.to_string()))?;
+    input_dir("--transfers", &args.transfers)?;
+    input_dir("PAYLOAD_DIR", &args.payload_dir)?;
     let spec = Specifiers {
         arch: arch.systemd().to_string(),
         ..Default::default()
@@ -285,24 +296,24 @@ pub(super) fn inspect(ctx: &Ctx, args: InspectArgs) -> Result<Outcome> {
         for (t, files) in &v.duplicates {
             line += &format!(" (several files for {t}: {})", files.join(", "));
         }
-        ctx.ui.info(line);
+        ctx.ui.report(line);
         for (t, f) in &v.files {
             ctx.ui.detail(format!("  {t}: {f}"));
         }
     }
     for name in &report.unmatched {
-        ctx.ui.info(format!(
+        ctx.ui.report(format!(
             "unmatched    {name} (matches no transfer source pattern)"
         ));
     }
     for c in &report.old_client_conflicts {
-        ctx.ui.info(format!("conflict     {c}"));
+        ctx.ui.report(format!("conflict     {c}"));
     }
     for (name, what) in &report.contents {
         ctx.ui.detail(format!("  {name}: {what}"));
     }
     for f in &report.checks.findings {
-        ctx.ui.info(format!("refused      {f}"));
+        ctx.ui.report(format!("refused      {f}"));
     }
     for u in &report.checks.unchecked {
         ctx.ui.warn(u.clone());

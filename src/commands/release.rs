@@ -4,6 +4,7 @@
 use anyhow::Result;
 
 use super::{human_bytes, load_keys, parse_outputs, publisher, Ctx, Outcome, UsageError};
+use crate::arch::Arch;
 use crate::cli::ReleaseArgs;
 use crate::preflight::Check;
 use crate::publisher::{ReleaseRequest, Report, Skip};
@@ -23,13 +24,13 @@ pub(super) fn print_report(ui: &Ui, r: &Report) {
     let version = r.version.as_ref().map(|v| v.as_str()).unwrap_or("?");
     for a in &r.arches {
         if a.already_published {
-            ui.info(format!(
+            ui.report(format!(
                 "{}: {version} already published, nothing to do",
                 a.arch
             ));
             continue;
         }
-        ui.info(format!(
+        ui.report(format!(
             "{}: add {}{}{}; upload {} file(s), {}{}",
             a.arch,
             a.added
@@ -80,8 +81,65 @@ fn skip(args: &ReleaseArgs) -> Result<Skip, UsageError> {
     }
 }
 
+/// Mistakes in the arguments alone, refused before any work.
+fn check_args(args: &ReleaseArgs) -> Result<(), UsageError> {
+    if let Some(v) = &args.stray {
+        return Err(UsageError(format!(
+            "unexpected argument {v:?}: the version is an option, `sysupdate-publish release --version {v}`"
+        )));
+    }
+    if args.partial && args.outputs.is_empty() {
+        return Err(UsageError(
+            "--partial goes with --output: a nix build covers every configured system".into(),
+        ));
+    }
+    if let Some(v) = &args.version {
+        if v.trim().is_empty() {
+            return Err(UsageError(
+                "--version is empty: give the version to publish, e.g. --version 18".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A release engineer who lists outputs for some architectures and forgets
+/// one would leave its devices on the old version without a word: refuse
+/// (exit 2) unless `--partial` says it is meant.
+fn check_left_behind(
+    args: &ReleaseArgs,
+    config: &crate::config::Config,
+    store: &dyn crate::store::Store,
+    outputs: &[(Arch, std::path::PathBuf)],
+) -> Result<()> {
+    if args.outputs.is_empty() || args.partial {
+        return Ok(());
+    }
+    let mut expected = store.arches()?;
+    if let Some(nix) = &config.nix {
+        expected.extend(nix.systems.iter().copied());
+    }
+    let mut left: Vec<String> = expected
+        .into_iter()
+        .filter(|a| !outputs.iter().any(|(o, _)| o == a))
+        .map(|a| a.to_string())
+        .collect();
+    left.sort();
+    left.dedup();
+    if left.is_empty() {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "no --output for {}, which the channel publishes or [nix] builds: its devices would stay on the version they have. Give an --output for every architecture, or pass --partial to release only these",
+        left.join(", ")
+    ))
+    .into())
+}
+
 pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
+    check_args(&args)?;
     let skip = skip(&args)?;
+    let given = parse_outputs(&args.outputs)?;
     let config = ctx.config()?;
     let ui = &ctx.ui;
     let (key, keyring) = load_keys(&config, ui)?;
@@ -105,8 +163,9 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
         ui.info(format!("building {} system(s) with nix", nix.systems.len()));
         crate::nix::build_all(nix, args.version.as_deref())?
     } else {
-        parse_outputs(&args.outputs)?
+        given
     };
+    check_left_behind(&args, &config, store.as_ref(), &outputs)?;
     let req = ReleaseRequest {
         outputs,
         version: args.version,
@@ -125,18 +184,18 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
     print_report(ui, &report);
     let version = report.version.as_ref().map(|v| v.as_str()).unwrap_or("?");
     if let Some(seq) = report.finished_interrupted {
-        ui.info(format!(
+        ui.report(format!(
             "finished the interrupted write of history entry #{seq} first"
         ));
     }
     if args.dry_run {
-        ui.info("dry run: nothing was changed");
+        ui.report("dry run: nothing was changed");
     } else if report.already_published {
-        ui.info(format!(
+        ui.report(format!(
             "version {version} is already published for every architecture"
         ));
     } else {
-        ui.info(format!("released {version} to {}", store.describe()));
+        ui.report(format!("released {version} to {}", store.describe()));
     }
     ctx.emit(&report)?;
     Ok(Outcome::Success)

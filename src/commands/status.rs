@@ -45,7 +45,7 @@ struct ArchStatus {
     expires: Option<String>,
     best_before: Option<String>,
     versions: Vec<VersionStatus>,
-    /// Stored payloads no manifest names: kept for `unyank`, or leftovers.
+    /// Stored payloads no manifest and no withdrawn version names: leftovers.
     unreferenced: Vec<String>,
     problems: Vec<String>,
 }
@@ -75,7 +75,13 @@ struct Finding {
 /// How many history entries `status` shows.
 const HISTORY: usize = 10;
 
-fn arch_status(view: &ArchView, problems: &[&Problem]) -> ArchStatus {
+/// `withdrawn`: names of payloads kept for `unyank`, shown with the
+/// withdrawn version rather than as leftovers.
+fn arch_status(
+    view: &ArchView,
+    problems: &[&Problem],
+    withdrawn: &std::collections::BTreeSet<String>,
+) -> ArchStatus {
     let mut st = ArchStatus {
         arch: view.arch.to_string(),
         ..Default::default()
@@ -112,7 +118,7 @@ fn arch_status(view: &ArchView, problems: &[&Problem]) -> ArchStatus {
     st.unreferenced = view
         .stored
         .keys()
-        .filter(|n| !view.manifest.entries.contains_key(*n))
+        .filter(|n| !view.manifest.entries.contains_key(*n) && !withdrawn.contains(*n))
         .cloned()
         .collect();
     st.problems
@@ -162,7 +168,7 @@ fn overview(ctx: &Ctx, args: &StatusArgs) -> Result<Outcome> {
                 )
             })
             .collect();
-        ctx.ui.info(format!(
+        ctx.ui.report(format!(
             "{name}: {}{}",
             if line.is_empty() {
                 "nothing published".into()
@@ -225,33 +231,42 @@ pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
     let report = report(&channel);
     if channel.arches.is_empty() {
         ctx.ui
-            .info(format!("{}: nothing published yet", channel.location));
+            .report(format!("{}: nothing published yet", channel.location));
     }
     for st in &report.arches {
         print_arch(ctx, st);
     }
     for w in &report.withdrawn {
-        ctx.ui.info(format!(
-            "withdrawn: {} ({} at {}{})",
+        // What an operator asks first: why, when, who.
+        ctx.ui.report(format!(
+            "{} withdrawn ({}{} at {}, by {})",
             w.version,
-            w.action,
-            w.time,
             w.reason
                 .as_deref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default()
+                .map(|r| format!("{r}; "))
+                .unwrap_or_default(),
+            w.action,
+            w.time,
+            w.signer
         ));
     }
     if !report.history.is_empty() {
-        ctx.ui.info("history:");
+        ctx.ui.report("history:");
         for e in &report.history {
             let versions: Vec<&str> = e.versions.iter().map(|v| v.as_str()).collect();
+            // A rollback names its target first, then what it withdrew.
+            let versions = match (e.action, versions.split_first()) {
+                (crate::ledger::Action::Rollback, Some((to, withdrew))) if !withdrew.is_empty() => {
+                    vec![format!("to {to}, withdrew {}", withdrew.join(", "))]
+                }
+                _ => versions.iter().map(|v| v.to_string()).collect(),
+            };
             let from = e
                 .source
                 .as_ref()
                 .map(|o| format!(" from {}", o.channel))
                 .unwrap_or_default();
-            ctx.ui.info(format!(
+            ctx.ui.report(format!(
                 "  #{:<3} {} {:<8} {}{from}{}",
                 e.seq,
                 e.time,
@@ -263,7 +278,7 @@ pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
                     .unwrap_or_default()
             ));
             for skip in &e.skipped_checks {
-                ctx.ui.info(format!(
+                ctx.ui.report(format!(
                     "       published without preflight check {} ({})",
                     skip.check, skip.reason
                 ));
@@ -271,7 +286,7 @@ pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
         }
     }
     for p in &report.problems {
-        ctx.ui.info(format!("PROBLEM: {p}"));
+        ctx.ui.report(format!("PROBLEM: {p}"));
     }
     ctx.emit(&report)?;
     Ok(if channel.problems.is_empty() {
@@ -290,17 +305,23 @@ fn report(channel: &Channel) -> StatusReport {
             .collect()
     };
     let all: Vec<_> = channel.history.entries().cloned().collect();
+    let withdrawn = channel.history.withdrawn();
+    let kept = |arch: Arch| -> std::collections::BTreeSet<String> {
+        withdrawn
+            .iter()
+            .filter_map(|(v, e)| e.files.get(v).and_then(|a| a.get(&arch)))
+            .flat_map(|names| names.keys().cloned())
+            .collect()
+    };
     StatusReport {
         schema: crate::publisher::report::SCHEMA,
         store: channel.location.clone(),
         arches: channel
             .arches
             .values()
-            .map(|v| arch_status(v, &per_arch(v.arch)))
+            .map(|v| arch_status(v, &per_arch(v.arch), &kept(v.arch)))
             .collect(),
-        withdrawn: channel
-            .history
-            .withdrawn()
+        withdrawn: withdrawn
             .into_iter()
             .map(|(v, e)| Withdrawn {
                 version: v.to_string(),
@@ -342,9 +363,9 @@ fn print_arch(ctx: &Ctx, st: &ArchStatus) {
         _ if st.versions.is_empty() => "nothing published".into(),
         _ => "signature not valid".into(),
     };
-    ui.info(format!("{}: {signer}", st.arch));
+    ui.report(format!("{}: {signer}", st.arch));
     for v in &st.versions {
-        ui.info(format!(
+        ui.report(format!(
             "  {:<12} {:>10}  {}",
             v.version,
             human_bytes(v.size),
@@ -352,15 +373,15 @@ fn print_arch(ctx: &Ctx, st: &ArchStatus) {
         ));
     }
     if let Some(bb) = &st.best_before {
-        ui.info(format!("  best before {bb}"));
+        ui.report(format!("  best before {bb}"));
     }
     if !st.unreferenced.is_empty() {
-        ui.info(format!(
+        ui.report(format!(
             "  stored, not listed: {}",
             st.unreferenced.join(", ")
         ));
     }
     for p in &st.problems {
-        ui.info(format!("  PROBLEM: {p}"));
+        ui.report(format!("  PROBLEM: {p}"));
     }
 }

@@ -53,6 +53,9 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
         })?;
     let keyring = Keyring::load(&config.signing.keyring)?;
     let store = config.channel.open_store();
+    if let Some(ca) = &args.ca {
+        super::input_file("--ca", ca)?;
+    }
     let http = Http::new(args.ca.as_deref())?;
     let arches = if args.arches.is_empty() {
         store.arches()?
@@ -144,7 +147,7 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
             }
         }
         if c.problems.is_empty() {
-            ctx.ui.info(format!(
+            ctx.ui.report(format!(
                 "{}: OK, newest {} ({} payloads checked{})",
                 c.arch,
                 c.newest.as_deref().unwrap_or("-"),
@@ -153,13 +156,15 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
             ));
         } else {
             ctx.ui
-                .info(format!("{}: {} problem(s)", c.arch, c.problems.len()));
+                .report(format!("{}: {} problem(s)", c.arch, c.problems.len()));
         }
         for p in &c.problems {
-            ctx.ui.info(format!("  PROBLEM: {p}"));
+            ctx.ui.report(format!("  PROBLEM: {p}"));
         }
-        for w in &c.warnings {
-            ctx.ui.detail(format!("  warning: {w}"));
+        if ctx.ui.verbose() {
+            for w in &c.warnings {
+                ctx.ui.report(format!("  warning: {w}"));
+            }
         }
         checks.push(c);
     }
@@ -170,12 +175,12 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
         .map(|p| format!("{p}: {}", p.fix()))
         .collect();
     for p in &problems {
-        ctx.ui.info(format!("PROBLEM: {p}"));
+        ctx.ui.report(format!("PROBLEM: {p}"));
     }
     let warnings: usize = checks.iter().map(|c| c.warnings.len()).sum();
     if warnings > 0 && !ctx.ui.verbose() {
         ctx.ui
-            .info(format!("{warnings} warning(s); run with -v to see them"));
+            .report(format!("{warnings} warning(s); run with -v to see them"));
     }
     let bad = !problems.is_empty() || checks.iter().any(|c| !c.problems.is_empty());
     ctx.emit(&Report {

@@ -58,8 +58,8 @@ impl ArchReport {
 pub struct Report {
     pub schema: u32,
     pub action: Action,
-    /// The version a release publishes.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The version a release publishes. Always a key (null when none), as
+    /// docs/json.md promises for every top-level key.
     pub version: Option<Version>,
     pub versions: Vec<Version>,
     pub reason: Option<String>,
@@ -76,8 +76,7 @@ pub struct Report {
     /// Build output bytes read to hash, inspect or compress them (0 when
     /// the stamp cache knew every file unchanged).
     pub read_bytes: u64,
-    /// The channel a promotion took the version from.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The channel a promotion took the version from (null otherwise).
     pub source: Option<crate::ledger::Origin>,
     pub arches: Vec<ArchReport>,
 }

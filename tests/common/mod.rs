@@ -43,6 +43,11 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The report: what a command found or did goes to stdout.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// systemd's exact gpg command line (src/import/pull-common.c, 254–261):
 /// a fresh homedir, one keyring, the data on stdin. Returns the gpg exit
 /// status and its stderr.

@@ -39,7 +39,9 @@ pub fn contents(ch: &Chan) -> BTreeMap<String, Option<Vec<u8>>> {
 /// of `names`, and must not change anything stored. Returns the message.
 pub fn unchanged_after(ch: &Chan, cmd: &[String], code: i32, names: &[&str]) -> String {
     let before = contents(ch);
-    let err = stderr(&ch.run(cmd, code));
+    // The report (stdout) or the error (stderr): whichever names them.
+    let out = ch.run(cmd, code);
+    let err = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out);
     for name in names {
         assert!(err.contains(name), "{cmd:?} must name {name:?}:\n{err}");
     }

@@ -609,7 +609,8 @@ pub fn raw_hosting_edits_reach_devices_and_a_restore_rolls_everything_back(site:
     // History and manifests went back together: every signature checks
     // out, only the head this machine remembers tells. Once forgotten (a
     // fresh runner), the restored channel is consistent again.
-    let err = stderr(&ch.run(&args(&["status"], vec![]), 1));
+    let out = ch.run(&args(&["status"], vec![]), 1);
+    let err = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         err.contains("this machine saw entry #2") && err.contains("ends at #1"),
         "{err}"

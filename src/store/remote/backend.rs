@@ -209,18 +209,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 /// The whole error chain on one line: transport errors hide the useful part
 /// (connection refused, certificate unknown) in their sources.
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
-}
+pub(crate) use crate::errors::chain;
 
 /// At most `max` characters of a server's message, for one-line errors.
 pub(crate) fn truncate(s: &str, max: usize) -> String {
