@@ -1,0 +1,119 @@
+//! OpenPGP keys and detached signatures, in the one dialect every device's gpg
+//! accepts: v4 keys, EdDSA-legacy (algorithm 22) over Ed25519, SHA-256.
+//!
+//! systemd-sysupdate verifies `SHA256SUMS.gpg` by running gpg with a binary
+//! keyring, so the output of this module is checked against the real gpg in
+//! the integration tests; in-process verification here is for the publisher's
+//! own safety checks (never build on a manifest someone else wrote).
+
+mod key;
+mod keyring;
+mod packet;
+
+pub use key::SecretKey;
+pub use keyring::{Keyring, SignatureInfo, VerifyError};
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use pgp::crypto::public_key::PublicKeyAlgorithm;
+use thiserror::Error;
+
+/// Creation time of keys we generate: 2000-01-01T00:00:00Z. gpg refuses a key
+/// "created in the future", so devices that boot with a wrong RTC would reject
+/// every manifest signed by a key stamped with today's date.
+pub const KEY_CREATION_TIME: u32 = 946_684_800;
+
+/// The options systemd-pull (src/import/pull-common.c, 254–261) passes to
+/// gpg before `--homedir=… --keyring=… --verify SIG -`.
+pub const SYSTEMD_GPG_ARGS: [&str; 6] = [
+    "--no-options",
+    "--no-default-keyring",
+    "--no-auto-key-locate",
+    "--no-auto-check-trustdb",
+    "--batch",
+    "--trust-model=always",
+];
+
+/// Environment variable holding the passphrase of a protected secret key.
+pub const PASSPHRASE_ENV: &str = "SYSUPDATE_PUBLISH_KEY_PASSPHRASE";
+
+#[derive(Debug, Error)]
+pub enum SigningError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is readable by group or others (mode {mode:o}); a release key must be private: run `chmod 600 {path}`"
+    )]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error("{path} already exists; refusing to overwrite a key (move it away first)")]
+    Exists { path: PathBuf },
+    #[error("{what}: {source}")]
+    Pgp {
+        what: String,
+        source: pgp::errors::Error,
+    },
+    #[error(
+        "{what}: the key uses OpenPGP algorithm {algo:?}; devices verify with gpg, which accepts EdDSA-legacy (22) or RSA: make the key with `sysupdate-publish keygen` or `gpg --quick-gen-key … ed25519 sign`"
+    )]
+    UnsupportedAlgorithm {
+        what: String,
+        algo: PublicKeyAlgorithm,
+    },
+    #[error("{what}: the secret key is passphrase-protected; set {PASSPHRASE_ENV} or export it without a passphrase")]
+    Locked { what: String },
+    #[error("signature lifetime {0:?} is too long for OpenPGP (at most ~136 years)")]
+    Lifetime(Duration),
+    /// Its signatures would not verify on devices (e.g. a certify-only key).
+    #[error("{what}: {source}")]
+    CannotSign { what: String, source: VerifyError },
+}
+
+fn pgp_err(what: impl Into<String>) -> impl FnOnce(pgp::errors::Error) -> SigningError {
+    let what = what.into();
+    move |source| SigningError::Pgp { what, source }
+}
+
+/// Options for one detached signature.
+#[derive(Clone, Copy, Debug)]
+pub struct SignOptions {
+    /// The signature's creation time. Normally now; tests move it into the past.
+    pub created: SystemTime,
+    /// Written as the OpenPGP signature-expiration subpacket, which gpg enforces.
+    pub lifetime: Option<Duration>,
+}
+
+impl Default for SignOptions {
+    fn default() -> Self {
+        SignOptions {
+            created: SystemTime::now(),
+            lifetime: None,
+        }
+    }
+}
+
+/// What makes the detached signatures of manifests and history entries:
+/// a key file, and later an agent, a command or a token. Whatever it is,
+/// the publisher verifies each signature with the keyring before using it.
+pub trait Signer: Send + Sync {
+    /// The primary key's fingerprint (upper-case hex), as keyrings list it.
+    fn fingerprint(&self) -> String;
+    /// A binary detached OpenPGP signature over `data`.
+    fn sign(&self, data: &[u8], opts: SignOptions) -> Result<Vec<u8>, SigningError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpg_arguments_are_systemds() {
+        assert_eq!(
+            SYSTEMD_GPG_ARGS.join(" "),
+            "--no-options --no-default-keyring --no-auto-key-locate --no-auto-check-trustdb --batch --trust-model=always"
+        );
+    }
+}
