@@ -45,7 +45,7 @@ use crate::fault;
 use crate::ledger::{Action, ArchRecord, Draft, Ledger, LedgerError, State};
 use crate::manifest::{self, Date, Manifest};
 use crate::progress::Events;
-use crate::signing::{Keyring, SignOptions, Signer};
+use crate::signing::{Checked, Keyring, SignOptions, Signer, SigningError};
 use crate::stage::{Payload, StageError};
 use crate::store::{Store, StoreError};
 use crate::transfer;
@@ -70,6 +70,9 @@ pub enum PublishError {
     Payload { arch: Arch, source: std::io::Error },
     #[error("{arch}: {message}")]
     Sign { arch: Arch, message: String },
+    /// The signer failed before anything was written.
+    #[error("nothing was written: {0}")]
+    Signer(#[from] SigningError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -237,28 +240,28 @@ impl<'a> Publisher<'a> {
             created: self.now,
             lifetime: self.signature_lifetime,
         };
-        let signature = key.sign(&bytes, opts).map_err(|e| err(e.to_string()))?;
-        let info = self
-            .keyring
-            .verify(&bytes, &signature, self.now)
-            .map_err(|e| {
-                err(format!(
-                    "the new signature does not verify with the keyring: {e}"
-                ))
-            })?;
-        let want = self.signature_lifetime.map(|l| info.created + l);
-        if info.expires.map(secs) != want.map(secs) {
-            return Err(err(format!(
-                "the new signature expires {:?}, not after the configured signature-lifetime",
-                info.expires.map(state::rfc3339)
-            )));
-        }
+        let signature = Checked::new(key, self.keyring)
+            .sign(&bytes, opts)
+            .map_err(|e| err(e.to_string()))?;
         Ok(Signed {
             arch,
             bytes,
             signature,
             names: m.entries.keys().cloned().collect(),
         })
+    }
+
+    /// Makes one signature the way manifests are signed and checks it,
+    /// before the first byte is written: a signer that fails, hangs or
+    /// returns a signature devices would refuse leaves the store as it was
+    /// (payloads are uploaded before the manifests naming them are signed).
+    fn check_signer(&self, key: &dyn Signer) -> Result<(), PublishError> {
+        let opts = SignOptions {
+            created: self.now,
+            lifetime: self.signature_lifetime,
+        };
+        Checked::new(key, self.keyring).sign(SIGNER_PROBE, opts)?;
+        Ok(())
     }
 
     /// Step 6: switches each arch's manifest and signature.
@@ -278,6 +281,7 @@ impl<'a> Publisher<'a> {
         channel: &Channel,
         plan: &mut Plan,
     ) -> Result<u64, PublishError> {
+        self.check_signer(key)?;
         release::upload(self.store, plan, self.events)?;
         for ap in &mut plan.arches {
             ap.complete_hashes(true)?;
@@ -299,7 +303,7 @@ impl<'a> Publisher<'a> {
         }
         let mut history = channel.history.clone();
         let bytes = history.append(
-            key,
+            &Checked::new(key, self.keyring),
             self.now,
             Draft {
                 action: plan.action,
@@ -607,7 +611,7 @@ impl<'a> Publisher<'a> {
         }
         let mut history = channel.history.clone();
         let bytes = history.append(
-            key,
+            &Checked::new(key, self.keyring),
             self.now,
             Draft {
                 action: Action::Adopt,
@@ -647,11 +651,10 @@ fn same_versions(recorded: &[Version], intent: &[Version]) -> bool {
             .all(|(a, b)| a.as_str() == b.as_str())
 }
 
-fn secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+/// What [`Publisher::check_signer`] has signed: no manifest (devices
+/// refuse its line) and no history entry, so the signature is worthless
+/// outside this check.
+const SIGNER_PROBE: &[u8] = b"sysupdate-publish: can this signer sign?\n";
 
 /// The BEST-BEFORE date for a signature made at `now` with `lifetime`.
 pub fn best_before(now: SystemTime, lifetime: Duration) -> Date {

@@ -30,6 +30,10 @@ impl Signer for SecretKey {
         SecretKey::fingerprint(self)
     }
 
+    fn describe(&self) -> String {
+        format!("the secret key {}", self.origin)
+    }
+
     fn sign(&self, data: &[u8], opts: SignOptions) -> Result<Vec<u8>, SigningError> {
         SecretKey::sign(self, data, opts)
     }
@@ -39,6 +43,8 @@ impl Signer for SecretKey {
 pub struct SecretKey {
     key: SignedSecretKey,
     password: Password,
+    /// Where it came from, for messages.
+    origin: String,
 }
 
 impl std::fmt::Debug for SecretKey {
@@ -101,6 +107,7 @@ impl SecretKey {
         Ok(SecretKey {
             key,
             password: Password::empty(),
+            origin: format!("generated for {uid}"),
         })
     }
 
@@ -119,7 +126,11 @@ impl SecretKey {
         )))?;
         check_algorithm(what, key.primary_key.algorithm())?;
         let password = passphrase.map(Password::from).unwrap_or_default();
-        let sk = SecretKey { key, password };
+        let sk = SecretKey {
+            key,
+            password,
+            origin: what.to_string(),
+        };
         // Fail now, not halfway through a release, when the key cannot sign
         // or makes signatures devices refuse.
         let probe = sk

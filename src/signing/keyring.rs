@@ -37,8 +37,10 @@ pub enum VerifyError {
 /// What a verified signature says about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignatureInfo {
-    /// Upper-case hex v4 fingerprint of the signing key.
+    /// Upper-case hex v4 fingerprint of the signing key's primary key.
     pub fingerprint: String,
+    /// The key that made it: the primary, or the subkey that signs for it.
+    pub key: String,
     pub created: SystemTime,
     pub expires: Option<SystemTime>,
 }
@@ -185,6 +187,7 @@ impl Keyring {
             }
             return Ok(SignatureInfo {
                 fingerprint: primary,
+                key: signer,
                 created,
                 expires,
             });

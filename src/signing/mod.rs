@@ -6,10 +6,12 @@
 //! the integration tests; in-process verification here is for the publisher's
 //! own safety checks (never build on a manifest someone else wrote).
 
+mod checked;
 mod key;
 mod keyring;
 mod packet;
 
+pub use checked::{check, CheckError, Checked, CLOCK_SLACK};
 pub use key::SecretKey;
 pub use keyring::{Keyring, SignatureInfo, VerifyError};
 
@@ -70,6 +72,10 @@ pub enum SigningError {
     /// Its signatures would not verify on devices (e.g. a certify-only key).
     #[error("{what}: {source}")]
     CannotSign { what: String, source: VerifyError },
+    /// A signature came back, but devices would refuse it or it is not
+    /// what was asked for.
+    #[error("the signature made by {signer} was refused: {source}")]
+    Refused { signer: String, source: CheckError },
 }
 
 fn pgp_err(what: impl Into<String>) -> impl FnOnce(pgp::errors::Error) -> SigningError {
@@ -96,11 +102,14 @@ impl Default for SignOptions {
 }
 
 /// What makes the detached signatures of manifests and history entries:
-/// a key file, and later an agent, a command or a token. Whatever it is,
-/// the publisher verifies each signature with the keyring before using it.
+/// a key file, a command (gpg-agent, smartcards, SOP) or a PKCS#11 token.
+/// Whatever it is, the publisher checks each signature with the keyring
+/// ([`Checked`]) before using it.
 pub trait Signer: Send + Sync {
     /// The primary key's fingerprint (upper-case hex), as keyrings list it.
     fn fingerprint(&self) -> String;
+    /// What signs, for messages: "key file …", "command `…`", "PKCS#11 …".
+    fn describe(&self) -> String;
     /// A binary detached OpenPGP signature over `data`.
     fn sign(&self, data: &[u8], opts: SignOptions) -> Result<Vec<u8>, SigningError>;
 }
