@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::{load_keys, parse_outputs, publisher, Ctx, Outcome, UsageError};
+use super::{parse_outputs, publisher, signer, Ctx, Outcome, UsageError};
 use crate::arch::Arch;
 use crate::cli::{AdoptArgs, RefreshArgs, RepairArgs, RollbackArgs, UnyankArgs, YankArgs};
 use crate::config::{parse_lifetime, Config};
@@ -25,10 +25,10 @@ fn with_publisher(
     f: impl FnOnce(&Publisher, &dyn Signer, &Config) -> Result<Report>,
 ) -> Result<Report> {
     let config = ctx.config()?;
-    let (key, keyring) = load_keys(&config, &ctx.ui)?;
+    let (key, keyring) = signer::load(&config, &ctx.ui)?;
     let store = config.channel.open_store();
     let publisher = publisher(ctx, &config, store.as_ref(), &keyring)?;
-    f(&publisher, &key, &config)
+    f(&publisher, key.as_ref(), &config)
 }
 
 fn version(s: &str) -> Result<Version> {

@@ -70,14 +70,21 @@ pub enum PublishError {
     Payload { arch: Arch, source: std::io::Error },
     #[error("{arch}: {message}")]
     Sign { arch: Arch, message: String },
-    /// The signer failed before anything was written.
+    /// The signer failed before anything was written (the message
+    /// includes the signer's, so it is no `source`).
     #[error("nothing was written: {0}")]
-    Signer(#[from] SigningError),
+    Signer(SigningError),
     #[error("{what}: {source}")]
     Io {
         what: String,
         source: std::io::Error,
     },
+}
+
+impl From<SigningError> for PublishError {
+    fn from(e: SigningError) -> PublishError {
+        PublishError::Signer(e)
+    }
 }
 
 impl From<PlanError> for PublishError {

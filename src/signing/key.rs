@@ -173,6 +173,23 @@ impl SecretKey {
         )
     }
 
+    /// The fingerprint of the key in `path` that signs now (its signing
+    /// subkey, or the primary), read without the passphrase.
+    pub fn identify(path: &Path) -> Result<String, SigningError> {
+        let text = Zeroizing::new(fs::read_to_string(path).map_err(|source| SigningError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?);
+        let what = path.display().to_string();
+        let (key, _) = SignedSecretKey::from_armor_single(Cursor::new(text.as_bytes())).map_err(
+            pgp_err(format!("{what}: not an armored OpenPGP secret key")),
+        )?;
+        Ok(match signing_subkey(&key, SystemTime::now()) {
+            Some(sub) => hex_fingerprint(&sub.key.fingerprint()),
+            None => hex_fingerprint(&key.primary_key.fingerprint()),
+        })
+    }
+
     /// Writes the armored secret key with mode 0600, never over an existing file.
     pub fn save(&self, path: &Path) -> Result<(), SigningError> {
         let armored = Zeroizing::new(

@@ -105,6 +105,18 @@ impl Keyring {
             .collect()
     }
 
+    /// The primary key's fingerprint of a primary or subkey fingerprint.
+    pub fn primary_of(&self, fingerprint: &str) -> Option<String> {
+        self.keys.iter().find_map(|k| {
+            let primary = hex_fingerprint(&k.primary_key.fingerprint());
+            let sub = k
+                .public_subkeys
+                .iter()
+                .any(|s| hex_fingerprint(&s.key.fingerprint()) == fingerprint);
+            (primary == fingerprint || sub).then_some(primary)
+        })
+    }
+
     pub fn contains(&self, fingerprint: &str) -> bool {
         self.fingerprints().iter().any(|f| f == fingerprint)
     }

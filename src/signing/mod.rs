@@ -7,11 +7,13 @@
 //! own safety checks (never build on a manifest someone else wrote).
 
 mod checked;
+pub mod command;
 mod key;
 mod keyring;
 mod packet;
 
 pub use checked::{check, CheckError, Checked, CLOCK_SLACK};
+pub use command::{CommandSigner, CommandSpec};
 pub use key::SecretKey;
 pub use keyring::{Keyring, SignatureInfo, VerifyError};
 
@@ -76,6 +78,89 @@ pub enum SigningError {
     /// what was asked for.
     #[error("the signature made by {signer} was refused: {source}")]
     Refused { signer: String, source: CheckError },
+    /// A signing program failed; `stderr` is the end of what it said.
+    #[error("{command}: {problem}{stderr}")]
+    Command {
+        command: String,
+        problem: String,
+        stderr: String,
+    },
+}
+
+/// Upper-case hex without spaces, as keyrings list fingerprints; only v4
+/// (40 hex digits), the one version devices' gpg verifies.
+pub fn normalize_fingerprint(s: &str) -> Result<String, String> {
+    let hex: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if hex.len() != 40 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{s:?} is not an OpenPGP v4 fingerprint (40 hex digits, as `gpg --list-keys --with-colons` shows)"
+        ));
+    }
+    Ok(hex.to_ascii_uppercase())
+}
+
+/// The one signer `[signing]` configures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SignerSpec {
+    /// An armored OpenPGP secret key file.
+    KeyFile(PathBuf),
+    /// A program: gpg, a SOP implementation, a wrapper.
+    Command(CommandSpec),
+}
+
+impl SignerSpec {
+    /// What signs, for messages (as [`Signer::describe`] says it).
+    pub fn describe(&self) -> String {
+        match self {
+            SignerSpec::KeyFile(path) => format!("the secret key {}", path.display()),
+            SignerSpec::Command(spec) => spec.describe(),
+        }
+    }
+
+    /// Which key the signer signs with, found without unlocking anything,
+    /// so `status` and `verify` can name it where it cannot sign.
+    pub fn identify(&self, keyring: &Keyring) -> Identity {
+        let key = match self {
+            SignerSpec::KeyFile(path) => SecretKey::identify(path),
+            SignerSpec::Command(spec) => Ok(spec.fingerprint.clone()),
+        };
+        Identity::new(self.describe(), key, keyring)
+    }
+}
+
+/// A configured signer's key, as far as it can be known without signing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// What signs ("the command `gpg …`").
+    pub signer: String,
+    /// The primary key's fingerprint, or why it is not known here.
+    pub key: Result<String, String>,
+    /// The subkey that signs, when it is not the primary.
+    pub subkey: Option<String>,
+    /// Whether the keyring holds the key, so devices accept its signatures.
+    pub in_keyring: bool,
+}
+
+impl Identity {
+    /// `key`: the fingerprint of the key that signs (primary or subkey).
+    fn new(signer: String, key: Result<String, SigningError>, keyring: &Keyring) -> Identity {
+        let (key, subkey, in_keyring) = match key {
+            Err(e) => (Err(e.to_string()), None, false),
+            Ok(fpr) => match keyring.primary_of(&fpr) {
+                Some(primary) => {
+                    let subkey = (primary != fpr).then_some(fpr);
+                    (Ok(primary), subkey, true)
+                }
+                None => (Ok(fpr), None, false),
+            },
+        };
+        Identity {
+            signer,
+            key,
+            subkey,
+            in_keyring,
+        }
+    }
 }
 
 fn pgp_err(what: impl Into<String>) -> impl FnOnce(pgp::errors::Error) -> SigningError {

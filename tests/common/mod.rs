@@ -2,6 +2,8 @@
 //! the real gpg exactly as systemd-pull does.
 #![allow(dead_code)]
 
+pub mod signers;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -148,18 +150,30 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Writes a config for a channel at `store` using the example transfer files.
 pub fn write_config(dir: &Path, store: &Path, keys: &Keys, extra_channel: &str) -> PathBuf {
     let path = dir.join("sysupdate-publish.toml");
+    write_config_signed(&path, store, extra_channel, &key_file_signing(keys));
+    path
+}
+
+/// The `[signing]` body for a key file.
+pub fn key_file_signing(keys: &Keys) -> String {
+    format!(
+        "secret-key = {:?}\nkeyring = {:?}\n",
+        keys.secret, keys.keyring
+    )
+}
+
+/// Writes the config at `path` with `signing` as the `[signing]` body.
+pub fn write_config_signed(path: &Path, store: &Path, extra_channel: &str, signing: &str) {
     let transfers = repo().join("examples/minimal/sysupdate.d");
     std::fs::write(
-        &path,
+        path,
         format!(
             "[channel]\nstore = {store:?}\nurl = \"https://updates.example.com/stable\"\n{extra_channel}\n\
-             [signing]\nsecret-key = {:?}\nkeyring = {:?}\n\
-             [transfers]\ndir = {transfers:?}\n",
-            keys.secret, keys.keyring
+             [signing]\n{signing}\n\
+             [transfers]\ndir = {transfers:?}\n"
         ),
     )
     .unwrap();
-    path
 }
 
 /// The prebuilt example output of one system and version.
@@ -252,6 +266,12 @@ impl TestChannel {
         }
     }
 
+    /// Rewrites the config with another `[signing]` body (and `extra` in
+    /// `[channel]`), as an operator switching signers does.
+    pub fn set_signing(&self, extra: &str, signing: &str) {
+        write_config_signed(&self.config, &self.store, extra, signing);
+    }
+
     /// Our binary with `--config` set.
     pub fn cmd(&self) -> Command {
         let mut c = bin();
@@ -261,6 +281,16 @@ impl TestChannel {
 
     pub fn run(&self, args: &[&str], expect: i32) -> Output {
         run(self.cmd().args(args), expect)
+    }
+
+    /// `release ARGS…`, expecting exit status `expect`.
+    pub fn publish(&self, args: &[String], expect: i32) -> Output {
+        run(self.cmd().arg("release").args(args), expect)
+    }
+
+    /// Releases the example outputs of `version` for every system.
+    pub fn publish_version(&self, version: &str, expect: i32) -> Output {
+        self.publish(&output_args(version), expect)
     }
 
     /// Runs with `--json` and parses stdout.

@@ -1,0 +1,307 @@
+//! Signers that keep the key out of a file: gpg through gpg-agent, a SOP
+//! implementation, a PKCS#11 token. Every release they sign is checked
+//! with systemd's gpg command line; every way a signer can go wrong
+//! refuses the write with the store exactly as it was.
+
+mod common;
+
+use common::signers::*;
+use common::*;
+
+/// A channel whose `[signing]` is `signing`, in `[channel]` `extra`.
+fn channel_signed(extra: &str, signing: &str) -> TestChannel {
+    let ch = TestChannel::new(extra);
+    ch.set_signing(extra, signing);
+    ch
+}
+
+/// gpg's verdict on every arch's manifest, with systemd's command line.
+fn gpg_says(ch: &TestChannel, keyring: &std::path::Path) -> String {
+    assert_channel_verifies(&ch.store, keyring);
+    let data = std::fs::read(ch.store.join("x86-64/SHA256SUMS")).unwrap();
+    let (rc, err) = gpg_verify(keyring, &ch.store.join("x86-64/SHA256SUMS.gpg"), &data);
+    assert_eq!(rc, 0, "{err}");
+    err
+}
+
+#[test]
+fn gpg_agent_with_a_passphrase_signs_releases_with_the_configured_lifetime() {
+    let agent = GpgAgent::new();
+    let fpr = agent.generate("Agent Release <agent@example.org>", "sign");
+    agent.preset();
+    let keyring = agent.export(&[], &agent.path().join("release.pgp"));
+    let extra = "signature-lifetime = \"30d\"";
+    let ch = channel_signed(
+        extra,
+        &command_signing(&agent.command("{fingerprint}"), &fpr, &keyring, ""),
+    );
+    ch.publish_version("17", 0);
+    let said = gpg_says(&ch, &keyring);
+    assert!(said.contains(&format!("using EDDSA key {fpr}")), "{said}");
+    assert!(said.contains("Signature expires"), "{said}");
+    // The history's entries are signed by the same command, without expiry,
+    // and status names the signer.
+    let status = ch.run(&["status"], 0);
+    let status = stderr(&status);
+    assert!(
+        status.contains("signer: the command `gpg --homedir"),
+        "{status}"
+    );
+    assert!(status.contains(&format!("(key {fpr})")), "{status}");
+}
+
+/// The offline-primary layout: the primary only certifies and its secret
+/// never reaches the release machine, whose agent holds the signing
+/// subkey alone. The command names the subkey (`FPR!`, gpg's "exactly this key").
+#[test]
+fn gpg_agent_holding_only_the_signing_subkey_of_an_offline_primary() {
+    let offline = OfflinePrimary::new();
+    let (primary, sub, keyring) = (&offline.primary, &offline.subkey, &offline.keyring);
+    let sub_only = offline.subkey_only();
+
+    let ci = GpgAgent::new();
+    let import = ci.path().join("subkey.gpg");
+    std::fs::write(&import, sub_only).unwrap();
+    ci.gpg(&["--import", import.to_str().unwrap()]);
+    let secrets = String::from_utf8(ci.gpg(&["--list-secret-keys", "--with-colons"])).unwrap();
+    let sec = secrets.lines().find(|l| l.starts_with("sec:")).unwrap();
+    assert!(
+        sec.contains(":#:"),
+        "the primary's secret must be a stub:\n{secrets}"
+    );
+    ci.preset();
+
+    let ch = channel_signed(
+        "signature-lifetime = \"7d\"",
+        &command_signing(&ci.command("{fingerprint}!"), sub, keyring, ""),
+    );
+    ch.publish_version("17", 0);
+    let said = gpg_says(&ch, keyring);
+    assert!(said.contains(&format!("using EDDSA key {sub}")), "{said}");
+    let status = stderr(&ch.run(&["status"], 0));
+    assert!(
+        status.contains(&format!("(subkey {sub} of {primary})")),
+        "{status}"
+    );
+}
+
+/// sqop prints an armored signature; devices get it binary.
+#[test]
+fn sqop_signs_and_its_armored_output_is_published_binary() {
+    let sop = Sqop::new("SOP Release <sop@example.org>");
+    let ch = channel_signed(
+        "",
+        &command_signing(
+            &Sqop::command(&sop.key),
+            &sop.fingerprint(),
+            &sop.keyring,
+            "",
+        ),
+    );
+    ch.publish_version("17", 0);
+    gpg_says(&ch, &sop.keyring);
+    for arch in ARCHES {
+        let sig = std::fs::read(ch.store.join(arch).join("SHA256SUMS.gpg")).unwrap();
+        assert!(sig[0] & 0x80 != 0, "{arch}: not a binary OpenPGP packet");
+    }
+}
+
+/// SOP's `sign` has no expiry: with a lifetime configured the tool says
+/// so, once, before doing anything.
+#[test]
+fn a_command_that_cannot_set_expiry_is_refused_when_a_lifetime_is_configured() {
+    let sop = Sqop::new("SOP Release <sop@example.org>");
+    let ch = channel_signed(
+        "signature-lifetime = \"30d\"",
+        &command_signing(
+            &Sqop::command(&sop.key),
+            &sop.fingerprint(),
+            &sop.keyring,
+            "",
+        ),
+    );
+    let out = ch.publish(&output_args("17"), 2);
+    let err = stderr(&out);
+    assert_eq!(err.matches("cannot expire").count(), 1, "{err}");
+    assert!(err.contains("signature-lifetime"), "{err}");
+    assert!(snapshot(&ch.store).is_empty());
+}
+
+/// The offline-primary layout with sqop: the key file holds the signing
+/// subkey's secret (passphrase-protected) and a stub for the primary
+/// (`gpg --export-secret-subkeys`).
+#[test]
+fn sqop_with_only_the_signing_subkey_of_an_offline_primary() {
+    let offline = OfflinePrimary::new();
+    let (primary, sub, keyring) = (&offline.primary, &offline.subkey, &offline.keyring);
+    let sub_only = offline.gpg.path().join("subkey.asc");
+    std::fs::write(&sub_only, offline.subkey_only()).unwrap();
+    let ch = channel_signed(
+        "",
+        &command_signing(
+            &toml_array(&[
+                "sqop",
+                "sign",
+                "--with-key-password",
+                passphrase_file(offline.gpg.path()).to_str().unwrap(),
+                sub_only.to_str().unwrap(),
+            ]),
+            primary,
+            keyring,
+            "",
+        ),
+    );
+    ch.publish_version("17", 0);
+    let said = gpg_says(&ch, keyring);
+    assert!(said.contains(&format!("using EDDSA key {sub}")), "{said}");
+}
+
+/// A file holding [`PASSPHRASE`], as SOP takes passwords.
+fn passphrase_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("passphrase");
+    std::fs::write(&path, PASSPHRASE).unwrap();
+    path
+}
+
+/// A channel with 17 released by a good gpg signer, then switched to
+/// `bad` (a command); releasing 18 must fail saying `needle`, and leave
+/// every byte of the store as it was.
+fn refused_with_store_unchanged(
+    bad: impl Fn(&GpgAgent, &str) -> String,
+    extra: &str,
+    needle: &str,
+) {
+    let agent = GpgAgent::new();
+    let fpr = agent.generate("Agent Release <agent@example.org>", "sign");
+    agent.generate("Stranger <stranger@example.org>", "sign");
+    agent.preset();
+    let keyring = agent.export(&[&fpr], &agent.path().join("release.pgp"));
+    let good = command_signing(&agent.command("{fingerprint}"), &fpr, &keyring, "");
+    let lifetime = "signature-lifetime = \"30d\"";
+    let ch = channel_signed(lifetime, &good);
+    ch.publish_version("17", 0);
+    let before = snapshot(&ch.store);
+    ch.set_signing(
+        lifetime,
+        &command_signing(&bad(&agent, &fpr), &fpr, &keyring, extra),
+    );
+    let out = ch.publish(&output_args("18"), 1);
+    let err = stderr(&out);
+    assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    assert!(snapshot(&ch.store) == before, "the store changed:\n{err}");
+    ch.run(&["status"], 0);
+}
+
+/// A shell script as the command; `$1` is the agent's home, `$2` the lifetime.
+fn script(agent: &GpgAgent, body: &str) -> String {
+    toml_array(&[
+        "sh",
+        "-c",
+        body,
+        "sh",
+        agent.path().to_str().unwrap(),
+        "{expires}",
+    ])
+}
+
+#[test]
+fn a_signer_that_exits_non_zero_is_refused_showing_its_stderr() {
+    refused_with_store_unchanged(
+        |a, _| script(a, "cat >/dev/null; echo 'card not present' >&2; exit 2"),
+        "",
+        "card not present",
+    );
+}
+
+#[test]
+fn a_signer_that_prints_garbage_is_refused() {
+    refused_with_store_unchanged(
+        |a, _| script(a, "cat >/dev/null; echo 'Signature: OK'"),
+        "",
+        "not an OpenPGP signature",
+    );
+}
+
+#[test]
+fn a_signer_that_signs_other_bytes_is_refused() {
+    refused_with_store_unchanged(
+        |a, _| {
+            script(
+                a,
+                "cat >/dev/null; echo other | gpg --homedir \"$1\" --batch --default-sig-expire \"$2\" --detach-sign",
+            )
+        },
+        "",
+        "does not match the data",
+    );
+}
+
+#[test]
+fn a_signer_that_signs_with_a_key_not_in_the_keyring_is_refused() {
+    refused_with_store_unchanged(
+        |a, _| a.command("Stranger <stranger@example.org>"),
+        "",
+        "not in the keyring",
+    );
+}
+
+#[test]
+fn a_signer_that_drops_the_expiry_is_refused() {
+    refused_with_store_unchanged(
+        |a, fpr| {
+            script(
+                a,
+                &format!("exec gpg --homedir \"$1\" --batch --local-user {fpr} --detach-sign"),
+            )
+        },
+        "",
+        "signature-lifetime asks for",
+    );
+}
+
+#[test]
+fn a_signer_that_hangs_is_killed_at_the_timeout_and_refused() {
+    refused_with_store_unchanged(
+        |a, _| script(a, "echo 'please touch the card' >&2; sleep 600"),
+        "command-timeout = \"2s\"",
+        "did not finish within 2s",
+    );
+}
+
+/// A signer whose key devices do not have: every write is refused before
+/// it starts, and `status` says why.
+#[test]
+fn a_signer_whose_key_is_not_in_the_keyring_is_refused_and_status_warns() {
+    let agent = GpgAgent::new();
+    let fpr = agent.generate("Agent Release <agent@example.org>", "sign");
+    let other = agent.generate("Stranger <stranger@example.org>", "sign");
+    agent.preset();
+    let keyring = agent.export(&[&fpr], &agent.path().join("release.pgp"));
+    let ch = channel_signed(
+        "",
+        &command_signing(&agent.command("{fingerprint}"), &fpr, &keyring, ""),
+    );
+    ch.publish_version("17", 0);
+    let before = snapshot(&ch.store);
+    ch.set_signing(
+        "",
+        &command_signing(&agent.command("{fingerprint}"), &other, &keyring, ""),
+    );
+    let err = stderr(&ch.publish(&output_args("18"), 2));
+    assert!(
+        err.contains(&format!("the signing key {other}"))
+            && err.contains("not in the device keyring"),
+        "{err}"
+    );
+    assert!(snapshot(&ch.store) == before);
+    let status = stderr(&ch.run(&["status"], 0));
+    assert!(
+        status.contains(&format!("the signer's key {other} is not in the keyring")),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("signed by {fpr}, not by the signer's key {other}")),
+        "{status}"
+    );
+}
