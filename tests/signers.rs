@@ -305,3 +305,93 @@ fn a_signer_whose_key_is_not_in_the_keyring_is_refused_and_status_warns() {
         "{status}"
     );
 }
+
+/// Key rotation that never leaves a device unable to verify: first a
+/// release that ships a keyring with the old and the new key (still
+/// signed by the old one, so devices with the old keyring install it),
+/// then the signer switches to the new key (here from a key file to gpg
+/// through its agent). Devices still on the old keyring would refuse what
+/// the new key signs: that is why the keyring ships first.
+#[test]
+fn rotation_ships_both_keys_then_switches_the_signer() {
+    let ch = TestChannel::new("");
+    let old = ch.keys.keyring.clone();
+    let old_fpr = sysupdate_publish::signing::Keyring::load(&old)
+        .unwrap()
+        .fingerprints()[0]
+        .clone();
+    ch.publish_version("17", 0);
+
+    // Step 1: both keys in the keyring, the old key still signs.
+    let agent = GpgAgent::new();
+    let new_fpr = agent.generate("New Release <new@example.org>", "sign");
+    agent.preset();
+    let new = agent.export(&[], &agent.path().join("new.pgp"));
+    let both = ch.dir.path().join("both.pgp");
+    let mut ring = std::fs::read(&old).unwrap();
+    ring.extend(std::fs::read(&new).unwrap());
+    std::fs::write(&both, ring).unwrap();
+    ch.set_signing(
+        "",
+        &format!("secret-key = {:?}\nkeyring = {both:?}\n", ch.keys.secret),
+    );
+    ch.publish_version("18", 0);
+    assert_channel_verifies(&ch.store, &old);
+    assert_channel_verifies(&ch.store, &both);
+    let status = stderr(&ch.run(&["status"], 0));
+    assert!(status.contains(&format!("(key {old_fpr})")), "{status}");
+    assert!(!status.contains("not in the keyring"), "{status}");
+
+    // Step 2, once devices run an image with both keys: switch the signer.
+    ch.set_signing(
+        "",
+        &command_signing(&agent.command("{fingerprint}"), &new_fpr, &both, ""),
+    );
+    let status = stderr(&ch.run(&["status"], 0));
+    assert!(status.contains(&format!("(key {new_fpr})")), "{status}");
+    assert!(
+        status.contains(&format!(
+            "signed by {old_fpr}, not by the signer's key {new_fpr}"
+        )),
+        "{status}"
+    );
+    ch.publish(&fake_outputs(ch.dir.path(), "19"), 0);
+    let said = gpg_says(&ch, &both);
+    assert!(
+        said.contains(&format!("using EDDSA key {new_fpr}")),
+        "{said}"
+    );
+    let data = std::fs::read(ch.store.join("x86-64/SHA256SUMS")).unwrap();
+    let (rc, _) = gpg_verify(&old, &ch.store.join("x86-64/SHA256SUMS.gpg"), &data);
+    assert_ne!(
+        rc, 0,
+        "a device with only the old key must refuse the new key's signature"
+    );
+    let status = stderr(&ch.run(&["status"], 0));
+    assert!(!status.contains("not by the signer's key"), "{status}");
+}
+
+/// A key file holding only the signing subkey of an offline primary (as
+/// `gpg --export-secret-subkeys` writes it) signs releases with the
+/// subkey; status names the subkey and its primary.
+#[test]
+fn a_key_file_with_only_the_signing_subkey_of_an_offline_primary() {
+    let offline = OfflinePrimary::new_unprotected();
+    let (primary, sub, keyring) = (&offline.primary, &offline.subkey, &offline.keyring);
+    let secret = offline.gpg.path().join("subkey.asc");
+    std::fs::write(&secret, offline.subkey_only()).unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let ch = channel_signed(
+        "signature-lifetime = \"7d\"",
+        &format!("secret-key = {secret:?}\nkeyring = {keyring:?}\n"),
+    );
+    ch.publish_version("17", 0);
+    let said = gpg_says(&ch, keyring);
+    assert!(said.contains(&format!("using EDDSA key {sub}")), "{said}");
+    assert!(said.contains("Signature expires"), "{said}");
+    let status = stderr(&ch.run(&["status"], 0));
+    assert!(
+        status.contains(&format!("(subkey {sub} of {primary})")),
+        "{status}"
+    );
+}

@@ -161,7 +161,15 @@ pub struct OfflinePrimary {
 
 impl OfflinePrimary {
     pub fn new() -> OfflinePrimary {
-        let gpg = GpgAgent::new();
+        Self::in_home(GpgAgent::new())
+    }
+
+    /// Without a passphrase, for a key file the publisher reads itself.
+    pub fn new_unprotected() -> OfflinePrimary {
+        Self::in_home(GpgAgent::unprotected())
+    }
+
+    fn in_home(gpg: GpgAgent) -> OfflinePrimary {
         let uid = "Offline Primary <ops@example.org>";
         let primary = gpg.generate(uid, "cert");
         let subkey = gpg.add_signing_subkey(uid);
