@@ -15,6 +15,7 @@ use crate::arch::Arch;
 use crate::compress::Codec;
 pub use crate::nix::Nix;
 use crate::signing::command::{self, CommandSpec};
+use crate::signing::pkcs11::{Pkcs11Spec, PIN_ENV};
 use crate::signing::SignerSpec;
 use crate::store::{self, StoreLocation, DEFAULT_PARALLEL_UPLOADS};
 
@@ -64,11 +65,21 @@ struct RawChannel {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPkcs11 {
+    module: String,
+    token: String,
+    key: String,
+    pin_env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawSigning {
     secret_key: Option<String>,
     command: Option<Vec<String>>,
     fingerprint: Option<String>,
     command_timeout: Option<String>,
+    pkcs11: Option<RawPkcs11>,
     keyring: String,
     #[serde(default)]
     generate_example_key: bool,
@@ -364,6 +375,7 @@ fn signer(
     let given: Vec<&str> = [
         (secret_key.is_some(), "secret-key"),
         (raw.command.is_some(), "command"),
+        (raw.pkcs11.is_some(), "pkcs11"),
     ]
     .into_iter()
     .filter_map(|(set, name)| set.then_some(name))
@@ -385,6 +397,34 @@ fn signer(
     }
     if let Some(path) = secret_key {
         return Ok(SignerSpec::KeyFile(path));
+    }
+    if let Some(p) = &raw.pkcs11 {
+        let pin_env = p.pin_env.clone().unwrap_or_else(|| PIN_ENV.to_string());
+        if pin_env.is_empty() || pin_env.contains('=') {
+            return Err(invalid(
+                "signing.pkcs11.pin-env",
+                format!("{pin_env:?} is no environment variable name"),
+            ));
+        }
+        for (value, key) in [
+            (&p.token, "signing.pkcs11.token"),
+            (&p.key, "signing.pkcs11.key"),
+        ] {
+            if value.is_empty() {
+                return Err(invalid(key, "empty: give the label".into()));
+            }
+        }
+        return Ok(SignerSpec::Pkcs11(Pkcs11Spec {
+            // A bare library name is for the dynamic loader to find.
+            module: if p.module.contains('/') {
+                resolve(&p.module)
+            } else {
+                PathBuf::from(&p.module)
+            },
+            token: p.token.clone(),
+            key: p.key.clone(),
+            pin_env,
+        }));
     }
     if let Some(argv) = &raw.command {
         let fingerprint = raw.fingerprint.as_deref().ok_or_else(|| {
@@ -549,6 +589,43 @@ systems = ["x86_64-linux", "arm64"]
         assert!(parse(&with_signer(&sqop).replace("signature-lifetime = \"30d\"\n", "")).is_ok());
         let e = err(&with_signer("command = [\"gpg\", \"--detach-sign\"]"));
         assert!(e.contains("`signing.fingerprint`: missing"), "{e}");
+    }
+
+    #[test]
+    fn a_pkcs11_signer_takes_module_token_and_key_and_its_pin_from_the_environment() {
+        let c = parse(&with_signer(
+            "pkcs11 = { module = \"/usr/lib/softhsm/libsofthsm2.so\", token = \"release\", key = \"relkey\" }",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.signing.signer,
+            SignerSpec::Pkcs11(Pkcs11Spec {
+                module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+                token: "release".into(),
+                key: "relkey".into(),
+                pin_env: PIN_ENV.into(),
+            })
+        );
+        let c = parse(&with_signer(
+            "pkcs11 = { module = \"libsofthsm2.so\", token = \"t\", key = \"k\", pin-env = \"HSM_PIN\" }",
+        ))
+        .unwrap();
+        let SignerSpec::Pkcs11(spec) = c.signing.signer else {
+            panic!("not pkcs11")
+        };
+        assert_eq!(spec.module, PathBuf::from("libsofthsm2.so"));
+        assert_eq!(spec.pin_env, "HSM_PIN");
+        let e = err(&with_signer(
+            "pkcs11 = { module = \"m.so\", token = \"t\", key = \"k\", pin = \"1234\" }",
+        ));
+        assert!(e.contains("pin"), "{e}");
+        let e = err(&with_signer(
+            "pkcs11 = { module = \"m.so\", token = \"t\", key = \"\" }",
+        ));
+        assert!(e.contains("`signing.pkcs11.key`"), "{e}");
+        let both =
+            "secret-key = \"k.asc\"\npkcs11 = { module = \"m.so\", token = \"t\", key = \"k\" }";
+        assert!(err(&with_signer(both)).contains("secret-key and pkcs11 are set"));
     }
 
     #[test]

@@ -395,3 +395,128 @@ fn a_key_file_with_only_the_signing_subkey_of_an_offline_primary() {
         "{status}"
     );
 }
+
+/// A channel signed by the SoftHSM key `label`, whose certificate
+/// `keygen --pkcs11` wrote; returns it with the key's fingerprint.
+fn token_channel(hsm: &SoftHsm, label: &str, extra: &str) -> (TestChannel, String) {
+    hsm.keypair(label);
+    let keyring = hsm.dir.path().join("release.pgp");
+    let fpr = hsm.keygen(label, "Token Release <token@example.org>", &keyring);
+    let ch = channel_signed(extra, &hsm.signing(label, &keyring));
+    for (k, v) in hsm.env() {
+        ch.set_env(&k, &v);
+    }
+    (ch, fpr)
+}
+
+/// The key never leaves the token: `keygen --pkcs11` self-signs its
+/// certificate through the token, releases are signed through it, with
+/// the configured lifetime, and gpg (systemd's line) accepts both.
+#[test]
+fn a_pkcs11_token_key_signs_releases_that_gpg_verifies() {
+    let hsm = SoftHsm::new("release");
+    let (ch, fpr) = token_channel(&hsm, "relkey", "signature-lifetime = \"30d\"");
+    let keyring = hsm.dir.path().join("release.pgp");
+    // gpg checks the certificate's self-signature on import.
+    let gpg = GpgAgent::unprotected();
+    gpg.gpg(&["--import", keyring.to_str().unwrap()]);
+    assert_eq!(gpg.fingerprints(&[]), vec![fpr.clone()]);
+    let listed = String::from_utf8(gpg.gpg(&["--check-signatures", &fpr])).unwrap();
+    assert!(listed.contains("sig!3"), "{listed}");
+
+    ch.publish_version("17", 0);
+    let said = gpg_says(&ch, &keyring);
+    assert!(said.contains(&format!("using EDDSA key {fpr}")), "{said}");
+    assert!(said.contains("Signature expires"), "{said}");
+    let status = stderr(&ch.run(&["status"], 0));
+    assert!(
+        status.contains("signer: the PKCS#11 key \"relkey\" on token \"release\""),
+        "{status}"
+    );
+    assert!(status.contains(&format!("(key {fpr})")), "{status}");
+}
+
+/// A token key the keyring has no certificate for is refused, naming the
+/// command that makes it; a missing or wrong PIN is refused too, and
+/// nothing is written.
+#[test]
+fn a_token_key_without_its_certificate_or_pin_is_refused() {
+    let hsm = SoftHsm::new("release");
+    let (ch, _) = token_channel(&hsm, "relkey", "");
+    ch.publish_version("17", 0);
+    let before = snapshot(&ch.store);
+
+    hsm.keypair("newkey");
+    let keyring = hsm.dir.path().join("release.pgp");
+    ch.set_signing("", &hsm.signing("newkey", &keyring));
+    let err = stderr(&ch.publish(&output_args("18"), 1));
+    assert!(
+        err.contains("has no OpenPGP certificate in the keyring")
+            && err.contains(&format!(
+                "sysupdate-publish keygen --pkcs11 {SOFTHSM_MODULE} --token release --key newkey"
+            )),
+        "{err}"
+    );
+    assert!(snapshot(&ch.store) == before);
+    let status = stderr(&ch.run(&["status"], 0));
+    assert!(status.contains("keygen --pkcs11"), "{status}");
+
+    ch.set_signing("", &hsm.signing("relkey", &keyring));
+    ch.unset_env("SYSUPDATE_PUBLISH_PKCS11_PIN");
+    let err = stderr(&ch.publish(&output_args("18"), 1));
+    assert!(err.contains("SYSUPDATE_PUBLISH_PKCS11_PIN"), "{err}");
+    ch.set_env("SYSUPDATE_PUBLISH_PKCS11_PIN", "0000");
+    let err = stderr(&ch.publish(&output_args("18"), 1));
+    assert!(err.contains("logging in"), "{err}");
+    ch.set_signing("", &hsm.signing("nokey", &keyring));
+    ch.set_env("SYSUPDATE_PUBLISH_PKCS11_PIN", HSM_PIN);
+    let err = stderr(&ch.publish(&output_args("18"), 1));
+    assert!(err.contains("no public key labelled \"nokey\""), "{err}");
+    assert!(snapshot(&ch.store) == before);
+}
+
+/// The offline-primary layout with a token: the primary (certify only,
+/// passphrase-protected, made by gpg) stays offline and binds the token's
+/// key as its signing subkey (`keygen --pkcs11 … --primary`), with the
+/// back-signature the token makes; releases are signed by the subkey.
+#[test]
+fn a_token_key_bound_as_the_signing_subkey_of_an_offline_primary() {
+    let offline = GpgAgent::new();
+    let primary = offline.generate("Offline Primary <ops@example.org>", "cert");
+    let secret = offline.path().join("primary.asc");
+    std::fs::write(
+        &secret,
+        offline.gpg(&["--export-secret-keys", "--armor", &primary]),
+    )
+    .unwrap();
+
+    let hsm = SoftHsm::new("ci");
+    hsm.keypair("signing");
+    let keyring = hsm.dir.path().join("release.pgp");
+    let report = hsm.bind("signing", &secret, &keyring);
+    assert_eq!(report["fingerprint"], primary.as_str(), "{report}");
+    let sub = report["subkey"].as_str().unwrap().to_string();
+    // gpg accepts the binding (and its back-signature) on import.
+    let gpg = GpgAgent::unprotected();
+    gpg.gpg(&["--import", keyring.to_str().unwrap()]);
+    assert_eq!(gpg.fingerprints(&[]), vec![primary.clone(), sub.clone()]);
+    let listed = String::from_utf8(gpg.gpg(&["--list-keys", "--with-colons"])).unwrap();
+    let sub_line = listed.lines().find(|l| l.starts_with("sub:")).unwrap();
+    assert!(sub_line.split(':').nth(11) == Some("s"), "{listed}");
+
+    let ch = channel_signed(
+        "signature-lifetime = \"7d\"",
+        &hsm.signing("signing", &keyring),
+    );
+    for (k, v) in hsm.env() {
+        ch.set_env(&k, &v);
+    }
+    ch.publish_version("17", 0);
+    let said = gpg_says(&ch, &keyring);
+    assert!(said.contains(&format!("using EDDSA key {sub}")), "{said}");
+    let status = stderr(&ch.run(&["status"], 0));
+    assert!(
+        status.contains(&format!("(subkey {sub} of {primary})")),
+        "{status}"
+    );
+}

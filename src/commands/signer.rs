@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{write_new, UsageError};
 use crate::config::{Config, Signing};
-use crate::signing::{CommandSigner, Keyring, SecretKey, Signer, SignerSpec};
+use crate::signing::{CommandSigner, Keyring, Pkcs11Signer, SecretKey, Signer, SignerSpec};
 use crate::ui::Ui;
 
 /// Opens the configured signer and the device keyring, creating the
@@ -23,6 +23,7 @@ pub(crate) fn load(config: &Config, ui: &Ui) -> Result<(Box<dyn Signer>, Keyring
     let signer: Box<dyn Signer> = match &s.signer {
         SignerSpec::KeyFile(path) => Box::new(SecretKey::load(path)?),
         SignerSpec::Command(spec) => Box::new(CommandSigner::new(spec.clone(), &keyring)),
+        SignerSpec::Pkcs11(spec) => Box::new(Pkcs11Signer::open(spec, &keyring, &s.keyring)?),
     };
     if !keyring.contains(&signer.fingerprint()) {
         return Err(UsageError(format!(
@@ -78,7 +79,10 @@ pub(crate) struct Named {
 /// Names the configured signer's key without unlocking it, and warns when
 /// the keyring devices install lacks it.
 pub(crate) fn name(config: &Config, keyring: &Keyring, ui: &Ui) -> Named {
-    let id = config.signing.signer.identify(keyring);
+    let id = config
+        .signing
+        .signer
+        .identify(keyring, &config.signing.keyring);
     let warning = match &id.key {
         Err(e) => Some(format!("the signer's key cannot be named here: {e}")),
         Ok(fpr) if !id.in_keyring => Some(format!(

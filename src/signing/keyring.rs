@@ -97,6 +97,23 @@ impl Keyring {
         })
     }
 
+    /// The armored certificates, for humans and `gpg --import`.
+    pub fn armored(&self) -> Result<String, SigningError> {
+        let mut out = String::new();
+        for key in &self.keys {
+            out.push_str(
+                &key.to_armored_string(pgp::composed::ArmorOptions::default())
+                    .map_err(super::pgp_err("armoring the public key"))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The certificates, in keyring order.
+    pub(super) fn keys(&self) -> &[SignedPublicKey] {
+        &self.keys
+    }
+
     /// Fingerprints of the primary keys.
     pub fn fingerprints(&self) -> Vec<String> {
         self.keys

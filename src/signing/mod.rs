@@ -11,11 +11,13 @@ pub mod command;
 mod key;
 mod keyring;
 mod packet;
+pub mod pkcs11;
 
 pub use checked::{check, CheckError, Checked, CLOCK_SLACK};
 pub use command::{CommandSigner, CommandSpec};
 pub use key::SecretKey;
 pub use keyring::{Keyring, SignatureInfo, VerifyError};
+pub use pkcs11::{Pkcs11Error, Pkcs11Signer, Pkcs11Spec};
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -85,6 +87,9 @@ pub enum SigningError {
         problem: String,
         stderr: String,
     },
+    /// A PKCS#11 token could not be used, or its key has no certificate.
+    #[error(transparent)]
+    Pkcs11(#[from] Pkcs11Error),
 }
 
 /// Upper-case hex without spaces, as keyrings list fingerprints; only v4
@@ -106,6 +111,8 @@ pub enum SignerSpec {
     KeyFile(PathBuf),
     /// A program: gpg, a SOP implementation, a wrapper.
     Command(CommandSpec),
+    /// An Ed25519 key in a PKCS#11 token.
+    Pkcs11(Pkcs11Spec),
 }
 
 impl SignerSpec {
@@ -114,15 +121,18 @@ impl SignerSpec {
         match self {
             SignerSpec::KeyFile(path) => format!("the secret key {}", path.display()),
             SignerSpec::Command(spec) => spec.describe(),
+            SignerSpec::Pkcs11(spec) => spec.describe(),
         }
     }
 
     /// Which key the signer signs with, found without unlocking anything,
     /// so `status` and `verify` can name it where it cannot sign.
-    pub fn identify(&self, keyring: &Keyring) -> Identity {
+    /// `keyring_path` names the keyring in messages.
+    pub fn identify(&self, keyring: &Keyring, keyring_path: &std::path::Path) -> Identity {
         let key = match self {
             SignerSpec::KeyFile(path) => SecretKey::identify(path),
             SignerSpec::Command(spec) => Ok(spec.fingerprint.clone()),
+            SignerSpec::Pkcs11(spec) => Pkcs11Signer::identify(spec, keyring, keyring_path),
         };
         Identity::new(self.describe(), key, keyring)
     }

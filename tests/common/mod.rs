@@ -249,6 +249,8 @@ pub struct TestChannel {
     pub keys: Keys,
     pub store: PathBuf,
     pub config: PathBuf,
+    /// Environment for every run of our binary (a token's PIN, SOFTHSM2_CONF).
+    pub env: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl TestChannel {
@@ -263,6 +265,7 @@ impl TestChannel {
             keys,
             store,
             config,
+            env: Default::default(),
         }
     }
 
@@ -276,7 +279,20 @@ impl TestChannel {
     pub fn cmd(&self) -> Command {
         let mut c = bin();
         c.arg("--config").arg(&self.config);
+        c.envs(self.env.borrow().iter().map(|(k, v)| (k, v)));
         c
+    }
+
+    /// Sets `name` in the environment of every later run of our binary.
+    pub fn set_env(&self, name: &str, value: &str) {
+        let mut env = self.env.borrow_mut();
+        env.retain(|(k, _)| k != name);
+        env.push((name.to_string(), value.to_string()));
+    }
+
+    /// Removes `name` from that environment.
+    pub fn unset_env(&self, name: &str) {
+        self.env.borrow_mut().retain(|(k, _)| k != name);
     }
 
     pub fn run(&self, args: &[&str], expect: i32) -> Output {

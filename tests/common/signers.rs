@@ -239,3 +239,120 @@ impl Sqop {
 pub fn command_signing(command: &str, fingerprint: &str, keyring: &Path, extra: &str) -> String {
     format!("command = {command}\nfingerprint = {fingerprint:?}\nkeyring = {keyring:?}\n{extra}\n")
 }
+
+/// Debian's SoftHSM module, the token the PKCS#11 tests sign with.
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// The user PIN of every [`SoftHsm`] token.
+pub const HSM_PIN: &str = "2468-release";
+
+/// A SoftHSM token store of its own (its `SOFTHSM2_CONF` in a temp dir),
+/// with one initialised token; key pairs are made with OpenSC's `pkcs11-tool`.
+pub struct SoftHsm {
+    pub dir: tempfile::TempDir,
+    pub conf: PathBuf,
+    pub token: String,
+}
+
+impl SoftHsm {
+    pub fn new(token: &str) -> SoftHsm {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let hsm = SoftHsm {
+            dir,
+            conf,
+            token: token.to_string(),
+        };
+        must(hsm.tool("softhsm2-util").args([
+            "--init-token",
+            "--free",
+            "--label",
+            token,
+            "--so-pin",
+            "1357-so",
+            "--pin",
+            HSM_PIN,
+        ]));
+        hsm
+    }
+
+    /// A command with this token store's `SOFTHSM2_CONF`.
+    pub fn tool(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("SOFTHSM2_CONF", &self.conf);
+        c
+    }
+
+    /// A new Ed25519 key pair labelled `label` on the token, made in it.
+    pub fn keypair(&self, label: &str) {
+        must(self.tool("pkcs11-tool").args([
+            "--module",
+            SOFTHSM_MODULE,
+            "--token-label",
+            &self.token,
+            "--login",
+            "--pin",
+            HSM_PIN,
+            "--keypairgen",
+            "--key-type",
+            "EC:edwards25519",
+            "--label",
+            label,
+        ]));
+    }
+
+    /// The environment our binary needs to use the token.
+    pub fn env(&self) -> [(String, String); 2] {
+        [
+            ("SOFTHSM2_CONF".into(), self.conf.display().to_string()),
+            ("SYSUPDATE_PUBLISH_PKCS11_PIN".into(), HSM_PIN.into()),
+        ]
+    }
+
+    /// The `[signing]` body for the key `label`.
+    pub fn signing(&self, label: &str, keyring: &Path) -> String {
+        format!(
+            "pkcs11 = {{ module = {SOFTHSM_MODULE:?}, token = {:?}, key = {label:?} }}\nkeyring = {keyring:?}\n",
+            self.token
+        )
+    }
+
+    /// `keygen --pkcs11 … --primary FILE`: binds `label` as the signing
+    /// subkey of the offline primary in `primary` (passphrase [`PASSPHRASE`]);
+    /// returns the keygen report.
+    pub fn bind(&self, label: &str, primary: &Path, keyring: &Path) -> serde_json::Value {
+        let mut cmd = super::bin();
+        cmd.envs(self.env())
+            .env("SYSUPDATE_PUBLISH_KEY_PASSPHRASE", PASSPHRASE)
+            .args(["--json", "keygen", "--pkcs11", SOFTHSM_MODULE, "--token"])
+            .arg(&self.token)
+            .args(["--key", label, "--primary"])
+            .arg(primary)
+            .arg("--keyring")
+            .arg(keyring);
+        serde_json::from_slice(&must(&mut cmd)).unwrap()
+    }
+
+    /// `keygen --pkcs11`: the certificate of `label`, written to `keyring`;
+    /// returns its fingerprint.
+    pub fn keygen(&self, label: &str, uid: &str, keyring: &Path) -> String {
+        let mut cmd = super::bin();
+        cmd.envs(self.env())
+            .args(["--json", "keygen", "--pkcs11", SOFTHSM_MODULE, "--token"])
+            .arg(&self.token)
+            .args(["--key", label, "--uid", uid, "--keyring"])
+            .arg(keyring);
+        let out: serde_json::Value = serde_json::from_slice(&must(&mut cmd)).unwrap();
+        out["fingerprint"].as_str().unwrap().to_string()
+    }
+}
