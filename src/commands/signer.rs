@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{write_new, UsageError};
 use crate::config::{Config, Signing};
-use crate::signing::{CommandSigner, Keyring, Pkcs11Signer, SecretKey, Signer, SignerSpec};
+use crate::signing::{Keyring, SecretKey, Signer, SignerSpec};
 use crate::ui::Ui;
 
 /// Opens the configured signer and the device keyring, creating the
@@ -20,11 +20,7 @@ pub(crate) fn load(config: &Config, ui: &Ui) -> Result<(Box<dyn Signer>, Keyring
         }
     }
     let keyring = Keyring::load(&s.keyring)?;
-    let signer: Box<dyn Signer> = match &s.signer {
-        SignerSpec::KeyFile(path) => Box::new(SecretKey::load(path)?),
-        SignerSpec::Command(spec) => Box::new(CommandSigner::new(spec.clone(), &keyring)),
-        SignerSpec::Pkcs11(spec) => Box::new(Pkcs11Signer::open(spec, &keyring, &s.keyring)?),
-    };
+    let signer = s.signer.open(&keyring, &s.keyring)?;
     if !keyring.contains(&signer.fingerprint()) {
         return Err(UsageError(format!(
             "the signing key {} ({}) is not in the device keyring {}: devices would refuse every manifest. Ship its public key in the image first, then switch the signer",

@@ -138,6 +138,23 @@ impl SignerSpec {
     }
 }
 
+impl SignerSpec {
+    /// Opens the signer: loads the key file, or prepares the command, or
+    /// logs in to the token. `keyring` (read from `keyring_path`) tells a
+    /// subkey's primary and holds a token key's certificate.
+    pub fn open(
+        &self,
+        keyring: &Keyring,
+        keyring_path: &std::path::Path,
+    ) -> Result<Box<dyn Signer>, SigningError> {
+        Ok(match self {
+            SignerSpec::KeyFile(path) => Box::new(SecretKey::load(path)?),
+            SignerSpec::Command(spec) => Box::new(CommandSigner::new(spec.clone(), keyring)),
+            SignerSpec::Pkcs11(spec) => Box::new(Pkcs11Signer::open(spec, keyring, keyring_path)?),
+        })
+    }
+}
+
 /// A configured signer's key, as far as it can be known without signing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
