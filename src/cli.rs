@@ -427,17 +427,36 @@ pub struct ServeArgs {
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
     /// User id, e.g. "Appliance Updates <updates@example.com>"
-    #[arg(long)]
-    pub uid: String,
+    #[arg(long, required_unless_present = "primary")]
+    pub uid: Option<String>,
     /// Where to write the armored secret key (created with mode 0600, never overwritten)
-    #[arg(long, value_name = "FILE")]
-    pub secret: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "pkcs11")]
+    pub secret: Option<PathBuf>,
     /// Where to write the binary public keyring for devices
     #[arg(long, value_name = "FILE")]
     pub keyring: PathBuf,
     /// Also write the armored public key here
     #[arg(long, value_name = "FILE")]
     pub public: Option<PathBuf>,
+    /// Instead of a new key, make the OpenPGP certificate of an Ed25519 key in a
+    /// PKCS#11 token (self-signed through the token; its PIN from
+    /// SYSUPDATE_PUBLISH_PKCS11_PIN or --pin-env): the token's module
+    #[arg(long, value_name = "MODULE", conflicts_with = "secret", requires_all = ["token", "key"])]
+    pub pkcs11: Option<PathBuf>,
+    /// With --pkcs11: the token's label
+    #[arg(long, value_name = "LABEL", requires = "pkcs11")]
+    pub token: Option<String>,
+    /// With --pkcs11: the key pair's label on the token
+    #[arg(long, value_name = "LABEL", requires = "pkcs11")]
+    pub key: Option<String>,
+    /// With --pkcs11: the environment variable holding the PIN
+    #[arg(long, value_name = "VAR", requires = "pkcs11")]
+    pub pin_env: Option<String>,
+    /// With --pkcs11: bind the token's key as the signing subkey of this
+    /// offline primary (armored secret key; passphrase from
+    /// SYSUPDATE_PUBLISH_KEY_PASSPHRASE) instead of making a certificate of its own
+    #[arg(long, value_name = "FILE", requires = "pkcs11", conflicts_with = "uid")]
+    pub primary: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -14,6 +14,9 @@ use thiserror::Error;
 use crate::arch::Arch;
 use crate::compress::Codec;
 pub use crate::nix::Nix;
+use crate::signing::command::{self, CommandSpec};
+use crate::signing::pkcs11::{Pkcs11Spec, PIN_ENV};
+use crate::signing::SignerSpec;
 use crate::store::{self, StoreLocation, DEFAULT_PARALLEL_UPLOADS};
 
 /// Overrides `[signing] secret-key`, so CI can inject the key from a secret store.
@@ -88,8 +91,21 @@ struct RawChannel {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPkcs11 {
+    module: String,
+    token: String,
+    key: String,
+    pin_env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawSigning {
     secret_key: Option<String>,
+    command: Option<Vec<String>>,
+    fingerprint: Option<String>,
+    command_timeout: Option<String>,
+    pkcs11: Option<RawPkcs11>,
     keyring: String,
     #[serde(default)]
     generate_example_key: bool,
@@ -143,7 +159,8 @@ impl Channel {
 
 #[derive(Clone, Debug)]
 pub struct Signing {
-    pub secret_key: PathBuf,
+    /// The one signer: a key file, a command or a token.
+    pub signer: SignerSpec,
     pub keyring: PathBuf,
     /// Only for examples: create a throwaway key when none exists yet.
     pub generate_example_key: bool,
@@ -299,18 +316,26 @@ impl Config {
             .clone();
         let channel = channels[&channel_name].clone();
 
-        let secret_key = match (secret_key_override, raw.signing.secret_key) {
-            (Some(p), _) => p,
-            (None, Some(p)) => resolve(&p),
-            (None, None) => {
+        let signer = signer(&raw.signing, secret_key_override, resolve, &invalid)?;
+        if let (SignerSpec::Command(spec), true) = (
+            &signer,
+            channels.values().any(|c| c.signature_lifetime.is_some()),
+        ) {
+            if !spec.sets_expiry() {
                 return Err(invalid(
-                    "signing.secret-key",
-                    format!("missing: set it or the environment variable {SECRET_KEY_ENV}"),
-                ))
+                    "signing.command",
+                    "passes no {expires} or {lifetime}, so its signatures cannot expire, but channel.signature-lifetime asks devices to enforce an expiry: add e.g. \"--default-sig-expire\", \"{expires}\" (gpg), or remove signature-lifetime (SOP's `sign` cannot set an expiry)".into(),
+                ));
             }
-        };
+        }
+        if raw.signing.generate_example_key && !matches!(signer, SignerSpec::KeyFile(_)) {
+            return Err(invalid(
+                "signing.generate-example-key",
+                "only makes a secret-key file; remove it".into(),
+            ));
+        }
         let signing = Signing {
-            secret_key,
+            signer,
             keyring: resolve(&raw.signing.keyring),
             generate_example_key: raw.signing.generate_example_key,
         };
@@ -657,6 +682,102 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// The one signer `[signing]` names; `SYSUPDATE_PUBLISH_SECRET_KEY`
+/// stands for `secret-key`.
+fn signer(
+    raw: &RawSigning,
+    secret_key_override: Option<PathBuf>,
+    resolve: impl Fn(&str) -> PathBuf,
+    invalid: &impl Fn(&'static str, String) -> ConfigError,
+) -> Result<SignerSpec, ConfigError> {
+    let secret_key = secret_key_override.or_else(|| raw.secret_key.as_deref().map(&resolve));
+    let given: Vec<&str> = [
+        (secret_key.is_some(), "secret-key"),
+        (raw.command.is_some(), "command"),
+        (raw.pkcs11.is_some(), "pkcs11"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect();
+    if given.len() > 1 {
+        return Err(invalid(
+            "signing",
+            format!(
+                "{} are set: give exactly one signer (the environment variable {SECRET_KEY_ENV} counts as secret-key)",
+                given.join(" and ")
+            ),
+        ));
+    }
+    if raw.command.is_none() && (raw.fingerprint.is_some() || raw.command_timeout.is_some()) {
+        return Err(invalid(
+            "signing.fingerprint",
+            "fingerprint and command-timeout only go with command".into(),
+        ));
+    }
+    if let Some(path) = secret_key {
+        return Ok(SignerSpec::KeyFile(path));
+    }
+    if let Some(p) = &raw.pkcs11 {
+        let pin_env = p.pin_env.clone().unwrap_or_else(|| PIN_ENV.to_string());
+        if pin_env.is_empty() || pin_env.contains('=') {
+            return Err(invalid(
+                "signing.pkcs11.pin-env",
+                format!("{pin_env:?} is no environment variable name"),
+            ));
+        }
+        for (value, key) in [
+            (&p.token, "signing.pkcs11.token"),
+            (&p.key, "signing.pkcs11.key"),
+        ] {
+            if value.is_empty() {
+                return Err(invalid(key, "empty: give the label".into()));
+            }
+        }
+        return Ok(SignerSpec::Pkcs11(Pkcs11Spec {
+            // A bare library name is for the dynamic loader to find.
+            module: if p.module.contains('/') {
+                resolve(&p.module)
+            } else {
+                PathBuf::from(&p.module)
+            },
+            token: p.token.clone(),
+            key: p.key.clone(),
+            pin_env,
+        }));
+    }
+    if let Some(argv) = &raw.command {
+        let fingerprint = raw.fingerprint.as_deref().ok_or_else(|| {
+            invalid(
+                "signing.fingerprint",
+                "missing: name the key the command signs with (its fingerprint), so it can be checked against the keyring".into(),
+            )
+        })?;
+        let timeout = match &raw.command_timeout {
+            None => command::DEFAULT_TIMEOUT,
+            Some(t) => humantime::parse_duration(t).map_err(|e| {
+                invalid(
+                    "signing.command-timeout",
+                    format!("{t:?} is not a duration like \"60s\" or \"2m\": {e}"),
+                )
+            })?,
+        };
+        return CommandSpec::new(argv.clone(), fingerprint, timeout)
+            .map(SignerSpec::Command)
+            .map_err(|m| {
+                let key = if m.contains("fingerprint") {
+                    "signing.fingerprint"
+                } else {
+                    "signing.command"
+                };
+                invalid(key, m)
+            });
+    }
+    Err(invalid(
+        "signing",
+        format!("no signer: set secret-key (or the environment variable {SECRET_KEY_ENV}), command or pkcs11"),
+    ))
+}
+
 /// Removes `.` and `..` lexically, so messages show `/repo/public`, not
 /// `/repo/examples/minimal/../../public` (symlinks are not resolved).
 fn normalize(path: &Path) -> PathBuf {
@@ -727,7 +848,10 @@ systems = ["x86_64-linux", "arm64"]
     fn good_config_resolves_paths_against_its_directory() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.channel.store, StoreLocation::Dir("/etc/sp/public".into()));
-        assert_eq!(c.signing.secret_key, PathBuf::from("/etc/sp/k.asc"));
+        assert_eq!(
+            c.signing.signer,
+            SignerSpec::KeyFile("/etc/sp/k.asc".into())
+        );
         assert_eq!(c.transfers.dir, PathBuf::from("/etc/sp/sysupdate.d"));
         assert_eq!(c.transfers.compress, Codec::Gzip);
         assert_eq!(c.channel.keep, 2);
@@ -754,7 +878,95 @@ systems = ["x86_64-linux", "arm64"]
     #[test]
     fn secret_key_env_overrides_the_file() {
         let c = Config::parse(GOOD, Path::new("c.toml"), Some("/run/k".into())).unwrap();
-        assert_eq!(c.signing.secret_key, PathBuf::from("/run/k"));
+        assert_eq!(c.signing.signer, SignerSpec::KeyFile("/run/k".into()));
+    }
+
+    const FPR: &str = "0123456789ABCDEF0123456789ABCDEF01234567";
+
+    fn with_signer(signer: &str) -> String {
+        GOOD.replace("secret-key = \"k.asc\"\n", &format!("{signer}\n"))
+    }
+
+    #[test]
+    fn a_command_signer_needs_its_fingerprint_and_expiry_when_a_lifetime_is_set() {
+        let gpg = format!(
+            "command = [\"gpg\", \"--local-user\", \"{{fingerprint}}\", \"--default-sig-expire\", \"{{expires}}\", \"--detach-sign\"]\nfingerprint = \"{FPR}\"\ncommand-timeout = \"5s\""
+        );
+        let c = parse(&with_signer(&gpg)).unwrap();
+        let SignerSpec::Command(spec) = c.signing.signer else {
+            panic!("not a command")
+        };
+        assert_eq!(spec.fingerprint, FPR);
+        assert_eq!(spec.timeout, Duration::from_secs(5));
+
+        let sqop = format!("command = [\"sqop\", \"sign\", \"k.asc\"]\nfingerprint = \"{FPR}\"");
+        let e = err(&with_signer(&sqop));
+        assert!(
+            e.contains("`signing.command`") && e.contains("cannot expire"),
+            "{e}"
+        );
+        assert!(parse(&with_signer(&sqop).replace("signature-lifetime = \"30d\"\n", "")).is_ok());
+        let e = err(&with_signer("command = [\"gpg\", \"--detach-sign\"]"));
+        assert!(e.contains("`signing.fingerprint`: missing"), "{e}");
+    }
+
+    #[test]
+    fn a_pkcs11_signer_takes_module_token_and_key_and_its_pin_from_the_environment() {
+        let c = parse(&with_signer(
+            "pkcs11 = { module = \"/usr/lib/softhsm/libsofthsm2.so\", token = \"release\", key = \"relkey\" }",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.signing.signer,
+            SignerSpec::Pkcs11(Pkcs11Spec {
+                module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+                token: "release".into(),
+                key: "relkey".into(),
+                pin_env: PIN_ENV.into(),
+            })
+        );
+        let c = parse(&with_signer(
+            "pkcs11 = { module = \"libsofthsm2.so\", token = \"t\", key = \"k\", pin-env = \"HSM_PIN\" }",
+        ))
+        .unwrap();
+        let SignerSpec::Pkcs11(spec) = c.signing.signer else {
+            panic!("not pkcs11")
+        };
+        assert_eq!(spec.module, PathBuf::from("libsofthsm2.so"));
+        assert_eq!(spec.pin_env, "HSM_PIN");
+        let e = err(&with_signer(
+            "pkcs11 = { module = \"m.so\", token = \"t\", key = \"k\", pin = \"1234\" }",
+        ));
+        assert!(e.contains("pin"), "{e}");
+        let e = err(&with_signer(
+            "pkcs11 = { module = \"m.so\", token = \"t\", key = \"\" }",
+        ));
+        assert!(e.contains("`signing.pkcs11.key`"), "{e}");
+        let both =
+            "secret-key = \"k.asc\"\npkcs11 = { module = \"m.so\", token = \"t\", key = \"k\" }";
+        assert!(err(&with_signer(both)).contains("secret-key and pkcs11 are set"));
+    }
+
+    #[test]
+    fn exactly_one_signer() {
+        let both = format!("secret-key = \"k.asc\"\ncommand = [\"gpg\"]\nfingerprint = \"{FPR}\"");
+        assert!(err(&with_signer(&both)).contains("secret-key and command are set"));
+        let e = err(&with_signer(""));
+        assert!(e.contains("no signer"), "{e}");
+        // The environment's key file is a second signer next to a command.
+        let cmd = format!("command = [\"gpg\", \"{{expires}}\"]\nfingerprint = \"{FPR}\"");
+        let e = Config::parse(
+            &with_signer(&cmd),
+            Path::new("c.toml"),
+            Some("/run/k".into()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(SECRET_KEY_ENV), "{e}");
+        let e = err(&with_signer(&format!("{cmd}\ngenerate-example-key = true")));
+        assert!(e.contains("`signing.generate-example-key`"), "{e}");
+        let e = err(&GOOD.replace("keyring =", &format!("fingerprint = \"{FPR}\"\nkeyring =")));
+        assert!(e.contains("only go with command"), "{e}");
     }
 
     fn err(text: &str) -> String {
@@ -782,7 +994,7 @@ systems = ["x86_64-linux", "arm64"]
             (GOOD.replace("stable\"", "stable?t=1\""), "`channel.url`"),
             (
                 GOOD.replace("secret-key = \"k.asc\"\n", ""),
-                "`signing.secret-key`",
+                "`signing`: no signer",
             ),
             (GOOD.replace("{system}.", ""), "`nix.attribute`"),
         ];

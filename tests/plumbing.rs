@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::signers::GpgAgent;
 use common::*;
 
 #[test]
@@ -60,70 +61,32 @@ fn signature_with_expiry_is_accepted_now_and_gpg_reports_the_expiry() {
     assert!(err.contains("Signature expires"), "{err}");
 }
 
-/// A throwaway gpg home; `gpg(args)` runs gpg there without a passphrase.
-struct GpgHome(tempfile::TempDir);
+/// Exports the secret keys of a gpg home (mode 0600) and its binary public keyring.
+fn export(home: &GpgAgent) -> (PathBuf, PathBuf) {
+    let secret = home.path().join("exported.asc");
+    std::fs::write(&secret, home.gpg(&["--export-secret-keys", "--armor"])).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let keyring = home.export(&[], &home.path().join("ring.pgp"));
+    (secret, keyring)
+}
 
-impl GpgHome {
-    fn new() -> GpgHome {
-        GpgHome(tempfile::tempdir().unwrap())
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-
-    fn gpg(&self, args: &[&str]) -> Vec<u8> {
-        let out = Command::new("gpg")
-            .arg("--homedir")
-            .arg(self.path())
-            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "gpg {args:?}: {}", stderr(&out));
-        out.stdout
-    }
-
-    /// Exports the secret key (mode 0600) and the binary public keyring.
-    fn export(&self) -> (PathBuf, PathBuf) {
-        let secret = self.path().join("exported.asc");
-        std::fs::write(&secret, self.gpg(&["--export-secret-keys", "--armor"])).unwrap();
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let keyring = self.path().join("ring.pgp");
-        std::fs::write(&keyring, self.gpg(&["--export"])).unwrap();
-        (secret, keyring)
-    }
-
-    /// Fingerprints of the primary key and subkeys, in order.
-    fn fingerprints(&self) -> Vec<String> {
-        String::from_utf8(self.gpg(&["--list-keys", "--with-colons"]))
-            .unwrap()
-            .lines()
-            .filter_map(|l| {
-                l.strip_prefix("fpr:")
-                    .map(|r| r.trim_matches(':').to_string())
-            })
-            .collect()
-    }
-
-    /// Signs a list with `sysupdate-publish sign`; returns gpg's verdict
-    /// (systemd's command line) on it and on a tampered copy, and our output.
-    fn sign_and_verify(&self, secret: &Path, keyring: &Path) -> (String, String) {
-        let file = self.path().join("SHA256SUMS");
-        std::fs::write(&file, b"payload list\n").unwrap();
-        let out = run(bin().arg("sign").arg("--key").arg(secret).arg(&file), 0);
-        let sig = self.path().join("SHA256SUMS.gpg");
-        let (rc, err) = gpg_verify(keyring, &sig, b"payload list\n");
-        assert_eq!(rc, 0, "{err}");
-        let (rc, _) = gpg_verify(keyring, &sig, b"payload lisT\n");
-        assert_ne!(rc, 0);
-        (err, common::stdout(&out))
-    }
+/// Signs a list with `sysupdate-publish sign`; returns gpg's verdict
+/// (systemd's command line) on it and on a tampered copy, and our output.
+fn sign_and_verify(home: &GpgAgent, secret: &Path, keyring: &Path) -> (String, String) {
+    let file = home.path().join("SHA256SUMS");
+    std::fs::write(&file, b"payload list\n").unwrap();
+    let out = run(bin().arg("sign").arg("--key").arg(secret).arg(&file), 0);
+    let sig = home.path().join("SHA256SUMS.gpg");
+    let (rc, err) = gpg_verify(keyring, &sig, b"payload list\n");
+    assert_eq!(rc, 0, "{err}");
+    let (rc, _) = gpg_verify(keyring, &sig, b"payload lisT\n");
+    assert_ne!(rc, 0);
+    (err, common::stdout(&out))
 }
 
 #[test]
 fn a_key_made_by_gpg_signs_what_gpg_then_verifies() {
-    let home = GpgHome::new();
+    let home = GpgAgent::unprotected();
     home.gpg(&[
         "--quick-gen-key",
         "GPG Made <gpg@example.org>",
@@ -131,8 +94,8 @@ fn a_key_made_by_gpg_signs_what_gpg_then_verifies() {
         "sign",
         "never",
     ]);
-    let (secret, keyring) = home.export();
-    home.sign_and_verify(&secret, &keyring);
+    let (secret, keyring) = export(&home);
+    sign_and_verify(&home, &secret, &keyring);
 }
 
 /// An offline-primary layout: the primary may only certify, a subkey signs.
@@ -140,7 +103,7 @@ fn a_key_made_by_gpg_signs_what_gpg_then_verifies() {
 /// subkey must sign, as gpg itself would choose.
 #[test]
 fn a_gpg_key_with_a_signing_subkey_signs_with_the_subkey() {
-    let home = GpgHome::new();
+    let home = GpgAgent::unprotected();
     home.gpg(&[
         "--quick-gen-key",
         "Offline Primary <ops@example.org>",
@@ -148,12 +111,12 @@ fn a_gpg_key_with_a_signing_subkey_signs_with_the_subkey() {
         "cert",
         "never",
     ]);
-    let primary = home.fingerprints()[0].clone();
+    let primary = home.fingerprints(&[])[0].clone();
     home.gpg(&["--quick-add-key", &primary, "ed25519", "sign", "never"]);
-    let fprs = home.fingerprints();
+    let fprs = home.fingerprints(&[]);
     assert_eq!(fprs.len(), 2, "{fprs:?}");
-    let (secret, keyring) = home.export();
-    let (gpg_says, we_say) = home.sign_and_verify(&secret, &keyring);
+    let (secret, keyring) = export(&home);
+    let (gpg_says, we_say) = sign_and_verify(&home, &secret, &keyring);
     assert!(
         gpg_says.contains(&format!("using EDDSA key {}", fprs[1])),
         "{gpg_says}"
@@ -172,7 +135,7 @@ fn a_gpg_key_with_a_signing_subkey_signs_with_the_subkey() {
     ]);
     std::fs::write(&sub_only, export).unwrap();
     std::fs::set_permissions(&sub_only, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let (gpg_says, _) = home.sign_and_verify(&sub_only, &keyring);
+    let (gpg_says, _) = sign_and_verify(&home, &sub_only, &keyring);
     assert!(
         gpg_says.contains(&format!("using EDDSA key {}", fprs[1])),
         "{gpg_says}"
@@ -183,7 +146,7 @@ fn a_gpg_key_with_a_signing_subkey_signs_with_the_subkey() {
 /// loaded, naming what gpg would say, before anything is signed.
 #[test]
 fn a_certify_only_gpg_key_is_refused_before_signing() {
-    let home = GpgHome::new();
+    let home = GpgAgent::unprotected();
     home.gpg(&[
         "--quick-gen-key",
         "Cert Only <cert@example.org>",
@@ -191,7 +154,7 @@ fn a_certify_only_gpg_key_is_refused_before_signing() {
         "cert",
         "never",
     ]);
-    let (secret, _) = home.export();
+    let (secret, _) = export(&home);
     let file = home.path().join("f");
     std::fs::write(&file, b"x").unwrap();
     let out = run(bin().arg("sign").arg("--key").arg(&secret).arg(&file), 1);

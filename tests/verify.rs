@@ -126,3 +126,55 @@ fn verify_reports_on_stdout() {
     );
     assert!(!common::stderr(&out).contains("OK, newest"));
 }
+
+/// `verify` names the configured signer's key and who signed each arch,
+/// and warns when the keyring devices install lacks the signer's key; in
+/// a rotation (keyring with both keys) the warning goes away.
+#[test]
+fn verify_names_the_signing_key_and_warns_when_the_keyring_lacks_it() {
+    let ch = Channel::new("");
+    ch.release("18");
+    let old = sysupdate_publish::signing::Keyring::load(&ch.keys.keyring)
+        .unwrap()
+        .fingerprints()[0]
+        .clone();
+    let r = verify(&ch, &[], 0);
+    assert_eq!(r["signing"]["fingerprint"], old.as_str(), "{r}");
+    assert_eq!(r["signing"]["warning"], serde_json::Value::Null, "{r}");
+    assert_eq!(r["arches"][0]["signer"], old.as_str(), "{r}");
+
+    let new = keygen();
+    let new_fpr = sysupdate_publish::signing::Keyring::load(&new.keyring)
+        .unwrap()
+        .fingerprints()[0]
+        .clone();
+    let config = std::fs::read_to_string(&ch.config).unwrap();
+    let switched = config.replace(
+        &format!("secret-key = {:?}", ch.keys.secret),
+        &format!("secret-key = {:?}", new.secret),
+    );
+    assert_ne!(config, switched);
+    std::fs::write(&ch.config, &switched).unwrap();
+    let r = verify(&ch, &[], 0);
+    assert_eq!(r["signing"]["fingerprint"], new_fpr.as_str(), "{r}");
+    assert_eq!(r["signing"]["in_keyring"], false, "{r}");
+    let warning = r["signing"]["warning"].as_str().unwrap_or_default();
+    assert!(warning.contains("not in the keyring"), "{r}");
+
+    let both = ch.work.join("both.pgp");
+    let mut ring = std::fs::read(&ch.keys.keyring).unwrap();
+    ring.extend(std::fs::read(&new.keyring).unwrap());
+    std::fs::write(&both, ring).unwrap();
+    std::fs::write(
+        &ch.config,
+        switched.replace(
+            &format!("keyring = {:?}", ch.keys.keyring),
+            &format!("keyring = {both:?}"),
+        ),
+    )
+    .unwrap();
+    let r = verify(&ch, &[], 0);
+    assert_eq!(r["signing"]["in_keyring"], true, "{r}");
+    assert_eq!(r["signing"]["warning"], serde_json::Value::Null, "{r}");
+    assert_eq!(r["arches"][0]["signer"], old.as_str(), "{r}");
+}

@@ -6,6 +6,7 @@ mod operate;
 mod plumbing;
 mod release;
 mod serve;
+mod signer;
 mod status;
 mod verify;
 
@@ -21,7 +22,7 @@ use std::time::SystemTime;
 use crate::arch::Arch;
 use crate::channel::anchor::Anchor;
 use crate::publisher::Publisher;
-use crate::signing::{Keyring, SecretKey};
+use crate::signing::Keyring;
 use crate::store::Store;
 use crate::ui::Ui;
 use std::path::PathBuf;
@@ -169,48 +170,6 @@ impl Ctx {
         }
         Ok(())
     }
-}
-
-/// Loads the signing key and the device keyring, creating the example's
-/// throwaway key on first use, and checks devices would accept the signer.
-pub(crate) fn load_keys(config: &Config, ui: &Ui) -> Result<(SecretKey, Keyring)> {
-    let s = &config.signing;
-    if !s.secret_key.exists() {
-        if !s.generate_example_key {
-            return Err(UsageError(format!(
-                "the secret key {} does not exist. Create one with\n  sysupdate-publish keygen --uid 'NAME <EMAIL>' --secret {} --keyring {}\nand ship the keyring in the device image",
-                s.secret_key.display(),
-                s.secret_key.display(),
-                s.keyring.display()
-            ))
-            .into());
-        }
-        ui.warn(format!(
-            "generating a throwaway example key {} (generate-example-key = true; never use this in production)",
-            s.secret_key.display()
-        ));
-        let key = SecretKey::generate("sysupdate-publish example <example@localhost>")?;
-        for p in [&s.secret_key, &s.keyring] {
-            if let Some(dir) = p.parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-        }
-        key.save(&s.secret_key)?;
-        write_new(&s.keyring, &key.keyring_bytes()?)?;
-    }
-    let key = SecretKey::load(&s.secret_key)?;
-    let keyring = Keyring::load(&s.keyring)?;
-    if !keyring.contains(&key.fingerprint()) {
-        return Err(UsageError(format!(
-            "the signing key {} ({}) is not in the device keyring {}: devices would refuse every manifest. Ship its public key in the image first, then switch the signer",
-            key.fingerprint(),
-            s.secret_key.display(),
-            s.keyring.display()
-        ))
-        .into());
-    }
-    Ok((key, keyring))
 }
 
 /// Test-only: overrides the signature creation time (RFC 3339), so tests can

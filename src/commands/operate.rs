@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::{load_keys, parse_outputs, publisher, Ctx, Outcome, UsageError};
+use super::{parse_outputs, publisher, signer, Ctx, Outcome, UsageError};
 use crate::arch::Arch;
 use crate::cli::{
     AdoptArgs, MirrorArgs, PromoteArgs, RefreshArgs, RepairArgs, RollbackArgs, UnyankArgs, YankArgs,
@@ -27,10 +27,10 @@ fn with_publisher(
     f: impl FnOnce(&Publisher, &dyn Signer, &Config) -> Result<Report>,
 ) -> Result<Report> {
     let config = ctx.config()?;
-    let (key, keyring) = load_keys(&config, &ctx.ui)?;
+    let (key, keyring) = signer::load(&config, &ctx.ui)?;
     let store = config.channel.open_store();
     let publisher = publisher(ctx, &config, store.as_ref(), &keyring)?;
-    f(&publisher, &key, &config)
+    f(&publisher, key.as_ref(), &config)
 }
 
 fn version(s: &str) -> Result<Version> {
@@ -162,14 +162,14 @@ pub(super) fn promote(ctx: &Ctx, args: PromoteArgs) -> Result<Outcome> {
     from_config.select(Some(&args.from))?;
     let mut to_config = from_config.clone();
     to_config.select(Some(&args.to))?;
-    let (key, keyring) = load_keys(&to_config, &ctx.ui)?;
+    let (key, keyring) = signer::load(&to_config, &ctx.ui)?;
     let (from_store, to_store) = (
         from_config.channel.open_store(),
         to_config.channel.open_store(),
     );
     let source = publisher(ctx, &from_config, from_store.as_ref(), &keyring)?;
     let target = publisher(ctx, &to_config, to_store.as_ref(), &keyring)?;
-    let r = target.promote(&key, &source, &args.from, &v, soak, args.dry_run)?;
+    let r = target.promote(key.as_ref(), &source, &args.from, &v, soak, args.dry_run)?;
     let copies: usize = r.arches.iter().map(|a| a.copies.len()).sum();
     if !r.already_published && !r.dry_run {
         ctx.ui.report(format!(

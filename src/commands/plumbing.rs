@@ -12,39 +12,129 @@ use crate::cli::{InspectArgs, KeygenArgs, SignArgs, SumsArgs};
 use crate::config::parse_lifetime;
 use crate::hash;
 use crate::manifest::{self, Date, Manifest};
-use crate::signing::{SecretKey, SignOptions};
+use crate::signing::{pkcs11, Keyring, Pkcs11Spec, SecretKey, SignOptions, PASSPHRASE_ENV};
 use crate::transfer::{self, Specifiers};
 
 #[derive(Serialize)]
 struct KeygenReport {
     fingerprint: String,
-    uid: String,
-    secret: PathBuf,
+    /// The token's key when it is bound as a signing subkey of `fingerprint`.
+    subkey: Option<String>,
+    uid: Option<String>,
+    /// None for a token's key: its secret never leaves the token.
+    secret: Option<PathBuf>,
     keyring: PathBuf,
     public: Option<PathBuf>,
 }
 
 pub(super) fn keygen(ctx: &Ctx, args: KeygenArgs) -> Result<Outcome> {
-    let key = SecretKey::generate(&args.uid)?;
+    if let Some(module) = &args.pkcs11 {
+        return keygen_pkcs11(ctx, module, &args);
+    }
+    let secret = args
+        .secret
+        .clone()
+        .expect("clap requires --secret without --pkcs11");
+    let uid = args
+        .uid
+        .clone()
+        .expect("clap requires --uid without --primary");
+    let key = SecretKey::generate(&uid)?;
     // Write the public parts first: a failure then leaves no orphan secret.
     write_new(&args.keyring, &key.keyring_bytes()?)?;
     if let Some(public) = &args.public {
         write_new(public, key.public_armored()?.as_bytes())?;
     }
-    key.save(&args.secret)?;
+    key.save(&secret)?;
     ctx.ui.report(format!(
         "created key {} for {}\n  secret key (keep private): {}\n  device keyring: {} — install as /etc/systemd/import-pubring.pgp and /etc/systemd/import-pubring.gpg",
         key.fingerprint(),
-        args.uid,
-        args.secret.display(),
+        uid,
+        secret.display(),
         args.keyring.display()
     ));
     ctx.emit(&KeygenReport {
         fingerprint: key.fingerprint(),
-        uid: args.uid,
-        secret: args.secret,
+        subkey: None,
+        uid: Some(uid),
+        secret: Some(secret),
         keyring: args.keyring,
         public: args.public,
+    })?;
+    Ok(Outcome::Success)
+}
+
+/// `keygen --pkcs11`: the certificate of a token's key, self-signed
+/// through the token, written as the keyring devices install.
+fn keygen_pkcs11(ctx: &Ctx, module: &Path, args: &KeygenArgs) -> Result<Outcome> {
+    let spec = Pkcs11Spec {
+        module: module.to_path_buf(),
+        token: args.token.clone().expect("clap requires --token"),
+        key: args.key.clone().expect("clap requires --key"),
+        pin_env: args
+            .pin_env
+            .clone()
+            .unwrap_or_else(|| pkcs11::PIN_ENV.to_string()),
+    };
+    let (keyring, fingerprint, subkey) = match &args.primary {
+        None => {
+            let uid = args
+                .uid
+                .as_deref()
+                .expect("clap requires --uid without --primary");
+            let (keyring, fpr) = pkcs11::certificate(&spec, uid)?;
+            (keyring, fpr, None)
+        }
+        Some(primary) => {
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(primary)
+                    .with_context(|| format!("reading {}", primary.display()))?,
+            );
+            let passphrase = std::env::var(PASSPHRASE_ENV)
+                .ok()
+                .map(zeroize::Zeroizing::new);
+            let (keyring, fpr, sub) = pkcs11::bind_subkey(
+                &spec,
+                &text,
+                &primary.display().to_string(),
+                passphrase.as_deref().map(|p| p.as_str()),
+            )?;
+            (keyring, fpr, Some(sub))
+        }
+    };
+    write_new(&args.keyring, &keyring)?;
+    if let Some(public) = &args.public {
+        let armored = Keyring::from_bytes(&keyring)
+            .map_err(|e| anyhow::anyhow!("reading back the certificate: {e}"))?
+            .armored()?;
+        write_new(public, armored.as_bytes())?;
+    }
+    let made = match (&subkey, &args.primary) {
+        (Some(sub), Some(primary)) => format!(
+            "bound {} as signing subkey {sub} of {fingerprint} ({})",
+            spec.describe(),
+            primary.display()
+        ),
+        _ => format!(
+            "created the certificate of {} for {}: key {fingerprint}",
+            spec.describe(),
+            args.uid.as_deref().unwrap_or_default()
+        ),
+    };
+    ctx.ui.info(format!(
+        "{made}\n  device keyring: {} — install as /etc/systemd/import-pubring.pgp and /etc/systemd/import-pubring.gpg\n  sign with: [signing] pkcs11 = {{ module = {:?}, token = {:?}, key = {:?} }}",
+        args.keyring.display(),
+        spec.module.display().to_string(),
+        spec.token,
+        spec.key,
+    ));
+    ctx.emit(&KeygenReport {
+        fingerprint,
+        subkey,
+        uid: args.uid.clone(),
+        secret: None,
+        keyring: args.keyring.clone(),
+        public: args.public.clone(),
     })?;
     Ok(Outcome::Success)
 }

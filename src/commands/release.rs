@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::{human_bytes, load_keys, parse_outputs, publisher, Ctx, Outcome, UsageError};
+use super::{human_bytes, parse_outputs, publisher, signer, Ctx, Outcome, UsageError};
 use crate::arch::Arch;
 use crate::cli::ReleaseArgs;
 use crate::preflight::Check;
@@ -142,7 +142,7 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
     let given = parse_outputs(&args.outputs)?;
     let config = ctx.config()?;
     let ui = &ctx.ui;
-    let (key, keyring) = load_keys(&config, ui)?;
+    let (key, keyring) = signer::load(&config, ui)?;
     let store = config.channel.open_store();
     let publisher = publisher(ctx, &config, store.as_ref(), &keyring)?;
     let compress = config.transfers.compress_settings();
@@ -180,7 +180,7 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
             _ => StampCache::off(),
         }),
     };
-    let report = publisher.release(&key, &req)?;
+    let report = publisher.release(key.as_ref(), &req)?;
     print_report(ui, &report);
     let version = report.version.as_ref().map(|v| v.as_str()).unwrap_or("?");
     if let Some(seq) = report.finished_interrupted {

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{human_bytes, publisher, rfc3339, Ctx, Outcome};
+use super::{human_bytes, publisher, rfc3339, signer, Ctx, Outcome};
 use crate::arch::Arch;
 use crate::channel::problem::Problem;
 use crate::channel::state::{ArchView, Channel};
@@ -54,6 +54,8 @@ struct ArchStatus {
 struct StatusReport {
     schema: u32,
     store: String,
+    /// The configured signer: what the next write signs with.
+    signing: Option<signer::Named>,
     arches: Vec<ArchStatus>,
     withdrawn: Vec<Withdrawn>,
     /// The most recent history entries, oldest first.
@@ -228,7 +230,22 @@ pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
             "no state directory for this machine's remembered history head (set SYSUPDATE_PUBLISH_STATE_DIR): a hosting that rolls back history and manifests together goes unnoticed",
         );
     }
-    let report = report(&channel);
+    let mut report = report(&channel);
+    let named = signer::name(&config, &keyring, &ctx.ui);
+    if let Some(fpr) = &named.fingerprint {
+        for st in report
+            .arches
+            .iter()
+            .filter(|a| a.signer.as_ref().is_some_and(|s| s != fpr))
+        {
+            ctx.ui.info(format!(
+                "{}: signed by {}, not by the signer's key {fpr}; the next write (or `refresh`) re-signs it",
+                st.arch,
+                st.signer.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    report.signing = Some(named);
     if channel.arches.is_empty() {
         ctx.ui
             .report(format!("{}: nothing published yet", channel.location));
@@ -316,6 +333,7 @@ fn report(channel: &Channel) -> StatusReport {
     StatusReport {
         schema: crate::publisher::report::SCHEMA,
         store: channel.location.clone(),
+        signing: None,
         arches: channel
             .arches
             .values()

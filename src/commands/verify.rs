@@ -6,7 +6,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{rfc3339, Ctx, Outcome, UsageError};
+use super::{rfc3339, signer, Ctx, Outcome, UsageError};
 use crate::arch::Arch;
 use crate::channel::device::{self, Finding, Severity};
 use crate::channel::source::HttpSource;
@@ -33,6 +33,8 @@ struct ArchCheck {
 struct Report {
     schema: u32,
     url: String,
+    /// The configured signer: what the next write signs with.
+    signing: signer::Named,
     deep: bool,
     arches: Vec<ArchCheck>,
     /// Channel-level problems (the history).
@@ -52,6 +54,7 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
             ))
         })?;
     let keyring = Keyring::load(&config.signing.keyring)?;
+    let signing = signer::name(&config, &keyring, &ctx.ui);
     let store = config.channel.open_store();
     if let Some(ca) = &args.ca {
         super::input_file("--ca", ca)?;
@@ -186,6 +189,7 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
     ctx.emit(&Report {
         schema: crate::publisher::report::SCHEMA,
         url: base,
+        signing,
         deep: args.deep,
         arches: checks,
         problems,

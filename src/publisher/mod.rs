@@ -47,7 +47,7 @@ use crate::hash;
 use crate::ledger::{Action, ArchRecord, Draft, Ledger, LedgerError, State, Verbatim};
 use crate::manifest::{self, Date, Manifest};
 use crate::progress::Events;
-use crate::signing::{Keyring, SignOptions, Signer};
+use crate::signing::{Checked, Keyring, SignOptions, Signer, SigningError};
 use crate::stage::{Payload, StageError};
 use crate::store::{Store, StoreError};
 use crate::transfer;
@@ -73,11 +73,21 @@ pub enum PublishError {
     Payload { arch: Arch, source: std::io::Error },
     #[error("{arch}: {message}")]
     Sign { arch: Arch, message: String },
+    /// The signer failed before anything was written (the message
+    /// includes the signer's, so it is no `source`).
+    #[error("nothing was written: {0}")]
+    Signer(SigningError),
     #[error("{what}: {source}")]
     Io {
         what: String,
         source: std::io::Error,
     },
+}
+
+impl From<SigningError> for PublishError {
+    fn from(e: SigningError) -> PublishError {
+        PublishError::Signer(e)
+    }
 }
 
 impl From<PlanError> for PublishError {
@@ -250,22 +260,9 @@ impl<'a> Publisher<'a> {
             created: self.now,
             lifetime: self.signature_lifetime,
         };
-        let signature = key.sign(&bytes, opts).map_err(|e| err(e.to_string()))?;
-        let info = self
-            .keyring
-            .verify(&bytes, &signature, self.now)
-            .map_err(|e| {
-                err(format!(
-                    "the new signature does not verify with the keyring: {e}"
-                ))
-            })?;
-        let want = self.signature_lifetime.map(|l| info.created + l);
-        if info.expires.map(secs) != want.map(secs) {
-            return Err(err(format!(
-                "the new signature expires {:?}, not after the configured signature-lifetime",
-                info.expires.map(state::rfc3339)
-            )));
-        }
+        let signature = Checked::new(key, self.keyring)
+            .sign(&bytes, opts)
+            .map_err(|e| err(e.to_string()))?;
         Ok(Signed {
             arch,
             bytes,
@@ -300,6 +297,19 @@ impl<'a> Publisher<'a> {
         })
     }
 
+    /// Makes one signature the way manifests are signed and checks it,
+    /// before the first byte is written: a signer that fails, hangs or
+    /// returns a signature devices would refuse leaves the store as it was
+    /// (payloads are uploaded before the manifests naming them are signed).
+    fn check_signer(&self, key: &dyn Signer) -> Result<(), PublishError> {
+        let opts = SignOptions {
+            created: self.now,
+            lifetime: self.signature_lifetime,
+        };
+        Checked::new(key, self.keyring).sign(SIGNER_PROBE, opts)?;
+        Ok(())
+    }
+
     /// Step 6: switches each arch's manifest and signature.
     fn switch(&self, signed: &[Signed]) -> Result<(), PublishError> {
         for s in signed {
@@ -318,6 +328,7 @@ impl<'a> Publisher<'a> {
         plan: &mut Plan,
         from: Option<&dyn Store>,
     ) -> Result<u64, PublishError> {
+        self.check_signer(key)?;
         release::upload(self.store, plan, self.events)?;
         if let Some(from) = from {
             release::copy(self.store, from, plan, self.events)?;
@@ -354,7 +365,7 @@ impl<'a> Publisher<'a> {
         }
         let mut history = channel.history.clone();
         let bytes = history.append(
-            key,
+            &Checked::new(key, self.keyring),
             self.now,
             Draft {
                 action: plan.action,
@@ -676,7 +687,7 @@ impl<'a> Publisher<'a> {
         }
         let mut history = channel.history.clone();
         let bytes = history.append(
-            key,
+            &Checked::new(key, self.keyring),
             self.now,
             Draft {
                 action: Action::Adopt,
@@ -718,11 +729,10 @@ fn same_versions(recorded: &[Version], intent: &[Version]) -> bool {
             .all(|(a, b)| a.as_str() == b.as_str())
 }
 
-fn secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+/// What [`Publisher::check_signer`] has signed: no manifest (devices
+/// refuse its line) and no history entry, so the signature is worthless
+/// outside this check.
+const SIGNER_PROBE: &[u8] = b"sysupdate-publish: can this signer sign?\n";
 
 /// The BEST-BEFORE date for a signature made at `now` with `lifetime`.
 pub fn best_before(now: SystemTime, lifetime: Duration) -> Date {

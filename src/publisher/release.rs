@@ -526,6 +526,9 @@ impl Publisher<'_> {
             .iter()
             .filter_map(|p| p.payload_file().map(|(arch, _)| arch))
             .collect();
+        if !fixes.is_empty() {
+            self.check_signer(key)?;
+        }
         for (arch, payload) in &fixes {
             self.store.delete(*arch, &payload.name)?;
             let bar = self

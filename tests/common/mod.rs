@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod images;
+pub mod signers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -160,6 +161,20 @@ pub fn write_config(dir: &Path, store: &Path, keys: &Keys, extra_channel: &str) 
     write_config_with(dir, store, keys, extra_channel, &transfers, "")
 }
 
+/// The `[signing]` body for a key file.
+pub fn key_file_signing(keys: &Keys) -> String {
+    format!(
+        "secret-key = {:?}\nkeyring = {:?}\n",
+        keys.secret, keys.keyring
+    )
+}
+
+/// Writes the config at `path` with `signing` as the `[signing]` body.
+pub fn write_config_signed(path: &Path, store: &Path, extra_channel: &str, signing: &str) {
+    let transfers = repo().join("examples/minimal/sysupdate.d");
+    write_config_file(path, store, extra_channel, signing, &transfers, "");
+}
+
 /// A config with its own transfer directory and extra sections (`[checks]`).
 pub fn write_config_with(
     dir: &Path,
@@ -170,17 +185,28 @@ pub fn write_config_with(
     extra: &str,
 ) -> PathBuf {
     let path = dir.join("sysupdate-publish.toml");
+    let signing = key_file_signing(keys);
+    write_config_file(&path, store, extra_channel, &signing, transfers, extra);
+    path
+}
+
+fn write_config_file(
+    path: &Path,
+    store: &Path,
+    extra_channel: &str,
+    signing: &str,
+    transfers: &Path,
+    extra: &str,
+) {
     std::fs::write(
-        &path,
+        path,
         format!(
             "[channel]\nstore = {store:?}\nurl = \"https://updates.example.com/stable\"\n{extra_channel}\n\
-             [signing]\nsecret-key = {:?}\nkeyring = {:?}\n\
-             [transfers]\ndir = {transfers:?}\n{extra}\n",
-            keys.secret, keys.keyring
+             [signing]\n{signing}\n\
+             [transfers]\ndir = {transfers:?}\n{extra}\n"
         ),
     )
     .unwrap();
-    path
 }
 
 /// The prebuilt example output of one system and version.
@@ -258,6 +284,8 @@ pub struct TestChannel {
     pub config: PathBuf,
     /// The stamp cache, outside `dir`: a refused write may still learn hashes.
     pub cache: tempfile::TempDir,
+    /// Environment for every run of our binary (a token's PIN, SOFTHSM2_CONF).
+    pub env: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl TestChannel {
@@ -273,7 +301,14 @@ impl TestChannel {
             store,
             config,
             cache: tempfile::tempdir().unwrap(),
+            env: Default::default(),
         }
+    }
+
+    /// Rewrites the config with another `[signing]` body (and `extra` in
+    /// `[channel]`), as an operator switching signers does.
+    pub fn set_signing(&self, extra: &str, signing: &str) {
+        write_config_signed(&self.config, &self.store, extra, signing);
     }
 
     /// Our binary with `--config` set, and a stamp cache of this channel's
@@ -282,11 +317,34 @@ impl TestChannel {
         let mut c = bin();
         c.env("SYSUPDATE_PUBLISH_CACHE_DIR", self.cache.path());
         c.arg("--config").arg(&self.config);
+        c.envs(self.env.borrow().iter().map(|(k, v)| (k, v)));
         c
+    }
+
+    /// Sets `name` in the environment of every later run of our binary.
+    pub fn set_env(&self, name: &str, value: &str) {
+        let mut env = self.env.borrow_mut();
+        env.retain(|(k, _)| k != name);
+        env.push((name.to_string(), value.to_string()));
+    }
+
+    /// Removes `name` from that environment.
+    pub fn unset_env(&self, name: &str) {
+        self.env.borrow_mut().retain(|(k, _)| k != name);
     }
 
     pub fn run(&self, args: &[&str], expect: i32) -> Output {
         run(self.cmd().args(args), expect)
+    }
+
+    /// `release ARGS…`, expecting exit status `expect`.
+    pub fn publish(&self, args: &[String], expect: i32) -> Output {
+        run(self.cmd().arg("release").args(args), expect)
+    }
+
+    /// Releases the example outputs of `version` for every system.
+    pub fn publish_version(&self, version: &str, expect: i32) -> Output {
+        self.publish(&output_args(version), expect)
     }
 
     /// Runs with `--json` and parses stdout.
