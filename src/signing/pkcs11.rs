@@ -11,7 +11,8 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
@@ -102,6 +103,8 @@ pub enum Pkcs11Error {
         what: String,
         source: cryptoki::error::Error,
     },
+    #[error("{what}: no answer from the token within {after:?}; nothing was published (is it plugged in, waiting for a touch or a PIN?)")]
+    Timeout { what: String, after: Duration },
     #[error("no token labelled {token:?} in {module}; tokens there: {found}")]
     NoToken {
         module: PathBuf,
@@ -139,10 +142,15 @@ pub enum Pkcs11Error {
     },
 }
 
+/// How long one signature may take: a token that hangs (unplugged, waiting
+/// for a touch nobody gives) refuses the write instead of stalling it.
+pub const SIGN_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// An open session on a token, logged in, with the key pair found.
 pub struct Token {
     spec: Pkcs11Spec,
-    session: Mutex<Session>,
+    /// Shared with the thread that waits for the token (see [`SIGN_TIMEOUT`]).
+    session: Arc<Mutex<Session>>,
     private: ObjectHandle,
     /// The Ed25519 public key the token reports.
     public: [u8; 32],
@@ -202,7 +210,7 @@ impl Token {
         };
         Ok(Token {
             spec: spec.clone(),
-            session: Mutex::new(session),
+            session: Arc::new(Mutex::new(session)),
             private,
             public,
         })
@@ -258,19 +266,26 @@ impl Token {
         Ok((session, public))
     }
 
-    /// A raw Ed25519 signature (R ‖ S, 64 bytes) of `digest`.
+    /// A raw Ed25519 signature (R ‖ S, 64 bytes) of `digest`, or an error
+    /// after [`SIGN_TIMEOUT`] (the token's thread is left to finish alone).
     fn sign_raw(&self, digest: &[u8]) -> Result<Vec<u8>, Pkcs11Error> {
-        let session = self.session.lock().unwrap_or_else(|e| e.into_inner());
-        session
-            .sign(
-                &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
-                self.private,
-                digest,
-            )
-            .map_err(|source| Pkcs11Error::Token {
-                what: format!("{}: signing", self.spec.describe()),
-                source,
-            })
+        let (tx, rx) = std::sync::mpsc::channel();
+        let session = Arc::clone(&self.session);
+        let private = self.private;
+        let digest = digest.to_vec();
+        std::thread::spawn(move || {
+            let session = session.lock().unwrap_or_else(|e| e.into_inner());
+            let mechanism = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
+            let _ = tx.send(session.sign(&mechanism, private, &digest));
+        });
+        let what = format!("{}: signing", self.spec.describe());
+        match rx.recv_timeout(SIGN_TIMEOUT) {
+            Ok(result) => result.map_err(|source| Pkcs11Error::Token { what, source }),
+            Err(_) => Err(Pkcs11Error::Timeout {
+                what,
+                after: SIGN_TIMEOUT,
+            }),
+        }
     }
 }
 
