@@ -168,14 +168,18 @@ fn a_rerun_on_unchanged_outputs_reads_no_payload_bytes() {
     let store_img = output.join("store_18.img.xz");
     let bytes = std::fs::read(&store_img).unwrap();
     let mtime = std::fs::metadata(&store_img).unwrap().modified().unwrap();
+    // Writes `data` and puts the old mtime back: only ctime tells.
+    let rewrite = |data: &[u8]| {
+        std::fs::write(&store_img, data).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&store_img)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    };
     std::thread::sleep(std::time::Duration::from_millis(20));
-    std::fs::write(&store_img, &bytes).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&store_img)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    rewrite(&bytes);
     let rewritten = release(&[], 0);
     assert_eq!(rewritten["already_published"], true);
     assert_eq!(rewritten["read_bytes"], bytes.len() as u64, "{rewritten}");
@@ -184,13 +188,7 @@ fn a_rerun_on_unchanged_outputs_reads_no_payload_bytes() {
     let mut other = bytes.clone();
     let last = other.len() - 1;
     other[last] ^= 1;
-    std::fs::write(&store_img, &other).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&store_img)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    rewrite(&other);
     let before = snapshot(&ch.store);
     let mut cmd = ch.cmd();
     let refused = run(cmd.arg("release").args(&args), 1);

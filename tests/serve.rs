@@ -92,20 +92,19 @@ fn check_headers(base: &str, ca: Option<&Path>) {
     }
 }
 
+/// A directory-store channel with version 18 of the example published.
+fn published_channel() -> TestChannel {
+    let ch = TestChannel::new("");
+    let mut args = vec!["release".to_string()];
+    args.extend(output_args("18"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ch.run(&args, 0);
+    ch
+}
+
 #[test]
 fn a_served_channel_verifies_over_http() {
-    let ch = TestChannel::new("");
-    ch.run(
-        &[
-            &["release"][..],
-            &output_args("18")
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        ]
-        .concat(),
-        0,
-    );
+    let ch = published_channel();
     let server = serve(&ch, &[]);
     let r = verify(&ch, &server.url, None);
     assert_eq!(r["arches"].as_array().unwrap().len(), 3, "{r}");
@@ -114,18 +113,7 @@ fn a_served_channel_verifies_over_http() {
 
 #[test]
 fn a_served_channel_verifies_over_https_with_its_ca() {
-    let ch = TestChannel::new("");
-    ch.run(
-        &[
-            &["release"][..],
-            &output_args("18")
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        ]
-        .concat(),
-        0,
-    );
+    let ch = published_channel();
     let tls = tempfile::tempdir().unwrap();
     let d = tls.path();
     let sh = format!(
