@@ -155,24 +155,13 @@ impl Http {
         })
     }
 
-    /// Downloads and hashes a body of any size in constant memory.
+    /// Hashes a body of any size in constant memory: [`Http::download`]
+    /// into nothing (digest and length of a 200 body, zero otherwise).
     pub fn get_hashed(
         &self,
         url: &str,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(u16, Digest, u64), HttpError> {
-        // reqwest says "error sending request"; the reason (connection
-        // refused, certificate unknown) is in its sources.
-        let err = |e: reqwest::Error| HttpError::Request {
-            url: url.to_string(),
-            message: crate::errors::chain(&e),
-        };
-        self.rt.block_on(async {
-            let resp = self.client.get(url).send().await.map_err(err)?;
-            let status = resp.status().as_u16();
-            let stream = resp.bytes_stream().map(|c| c.map_err(err));
-            let (digest, len) = crate::hash::hash_stream(stream, progress).await?;
-            Ok((status, digest, len))
-        })
+        self.download(url, &mut std::io::sink(), progress)
     }
 }

@@ -271,8 +271,8 @@ fn rollback_never_brings_back_a_withdrawn_version() {
     assert_eq!(w.store.snapshot(), before);
 }
 
-#[test]
-fn an_older_signed_manifest_put_back_is_caught_and_repaired() {
+/// 17 and 18 released, then x86-64's signed manifest of 17 served again.
+fn seventeen_put_back_over_eighteen() -> (World, Arch) {
     let w = World::new(2);
     w.release("17").unwrap();
     let x86 = arch("x86-64");
@@ -283,6 +283,12 @@ fn an_older_signed_manifest_put_back_is_caught_and_repaired() {
     w.release("18").unwrap();
     w.store.put_raw(x86, manifest::MANIFEST, &old.0);
     w.store.put_raw(x86, manifest::SIGNATURE, &old.1);
+    (w, x86)
+}
+
+#[test]
+fn an_older_signed_manifest_put_back_is_caught_and_repaired() {
+    let (w, x86) = seventeen_put_back_over_eighteen();
     let ch = w.channel();
     assert!(ch.problems.contains(&Problem::ManifestRolledBack {
         arch: x86,
@@ -380,19 +386,10 @@ fn payloads_with_other_sizes_stop_writes_until_repaired() {
 
 #[test]
 fn an_interrupted_write_is_named_and_the_next_write_finishes_it() {
-    let w = World::new(2);
-    w.release("17").unwrap();
-    let x86 = arch("x86-64");
-    let old = (
-        w.store.get(x86, manifest::MANIFEST).unwrap().unwrap(),
-        w.store.get(x86, manifest::SIGNATURE).unwrap().unwrap(),
-    );
-    w.release("18").unwrap();
     // As if the release died after switching arm64, before x86-64, on a
     // machine that did not see it finish (this one would call it a put-back
     // manifest: see the test above).
-    w.store.put_raw(x86, manifest::MANIFEST, &old.0);
-    w.store.put_raw(x86, manifest::SIGNATURE, &old.1);
+    let (w, x86) = seventeen_put_back_over_eighteen();
     w.forget();
     let ch = w.channel();
     let interrupted = ch.interrupted().expect("named");

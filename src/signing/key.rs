@@ -6,24 +6,17 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::SystemTime;
 
-use pgp::composed::{
-    ArmorOptions, Deserializable, KeyDetails, SignedSecretKey, SignedSecretSubKey,
-};
-use pgp::crypto::{
-    ed25519, eddsa_legacy, hash::HashAlgorithm, public_key::PublicKeyAlgorithm,
-    sym::SymmetricKeyAlgorithm,
-};
-use pgp::packet::{self, Features, KeyFlags, PubKeyInner, SignatureType, UserId};
+use pgp::composed::{ArmorOptions, Deserializable, SignedSecretKey, SignedSecretSubKey};
+use pgp::crypto::{ed25519, eddsa_legacy};
+use pgp::packet::{self, KeyFlags, SignatureType};
 use pgp::ser::Serialize;
-use pgp::types::{
-    KeyDetails as _, KeyVersion, Password, PlainSecretParams, PublicParams, SecretParams, Timestamp,
-};
+use pgp::types::{KeyDetails as _, Password, PlainSecretParams, PublicParams, SecretParams};
 use zeroize::Zeroizing;
 
-use super::packet::{check_algorithm, hex_fingerprint, sign_with, to_unix};
-use super::{
-    pgp_err, Keyring, SignOptions, Signer, SigningError, KEY_CREATION_TIME, PASSPHRASE_ENV,
+use super::packet::{
+    check_algorithm, hex_fingerprint, key_details, public_key, sign_with, to_unix,
 };
+use super::{pgp_err, Keyring, SignOptions, Signer, SigningError, PASSPHRASE_ENV};
 
 impl Signer for SecretKey {
     fn fingerprint(&self) -> String {
@@ -73,33 +66,10 @@ impl SecretKey {
             .map_err(pgp_err("creating the Ed25519 key"))?;
         let public_params = PublicParams::EdDSALegacy((&secret).into());
         let plain = PlainSecretParams::EdDSALegacy(eddsa_legacy::SecretKey::Ed25519(secret));
-        let inner = PubKeyInner::new(
-            KeyVersion::V4,
-            PublicKeyAlgorithm::EdDSALegacy,
-            Timestamp::from_secs(KEY_CREATION_TIME),
-            None,
-            public_params,
-        )
-        .map_err(pgp_err("creating the public key"))?;
-        let pk =
-            packet::PublicKey::from_inner(inner).map_err(pgp_err("creating the public key"))?;
+        let pk = public_key(public_params)?;
         let sk = packet::SecretKey::new(pk, SecretParams::Plain(plain))
             .map_err(pgp_err("creating the secret key"))?;
-        let user_id = UserId::from_str(Default::default(), uid)
-            .map_err(pgp_err(format!("user id {uid:?}")))?;
-        let details = KeyDetails::new(
-            Some(user_id),
-            vec![],
-            vec![],
-            flags,
-            Features::default(),
-            [SymmetricKeyAlgorithm::AES256].into_iter().collect(),
-            [HashAlgorithm::Sha256, HashAlgorithm::Sha512]
-                .into_iter()
-                .collect(),
-            Default::default(),
-            Default::default(),
-        );
+        let details = key_details(uid, flags)?;
         let signed = details
             .sign(&mut rng, &sk, sk.public_key(), &Password::empty())
             .map_err(pgp_err("self-signing the user id"))?;

@@ -2,13 +2,51 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pgp::composed::{DetachedSignature, SubpacketConfig};
-use pgp::crypto::{hash::HashAlgorithm, public_key::PublicKeyAlgorithm};
-use pgp::packet::{Subpacket, SubpacketData};
+use pgp::composed::{DetachedSignature, KeyDetails, SubpacketConfig};
+use pgp::crypto::{
+    hash::HashAlgorithm, public_key::PublicKeyAlgorithm, sym::SymmetricKeyAlgorithm,
+};
+use pgp::packet::{self, Features, KeyFlags, PubKeyInner, Subpacket, SubpacketData, UserId};
 use pgp::ser::Serialize;
-use pgp::types::{Duration as PgpDuration, Password, SigningKey, Timestamp};
+use pgp::types::{
+    Duration as PgpDuration, KeyVersion, Password, PublicParams, SigningKey, Timestamp,
+};
 
-use super::{pgp_err, SignOptions, SigningError};
+use super::{pgp_err, SignOptions, SigningError, KEY_CREATION_TIME};
+
+/// The v4 EdDSA-legacy public key packet of every key this tool makes,
+/// in a file or a token: one creation time, so the same key material
+/// always has the same fingerprint.
+pub(super) fn public_key(params: PublicParams) -> Result<packet::PublicKey, SigningError> {
+    let inner = PubKeyInner::new(
+        KeyVersion::V4,
+        PublicKeyAlgorithm::EdDSALegacy,
+        Timestamp::from_secs(KEY_CREATION_TIME),
+        None,
+        params,
+    )
+    .map_err(pgp_err("creating the public key"))?;
+    packet::PublicKey::from_inner(inner).map_err(pgp_err("creating the public key"))
+}
+
+/// The user id and preferences every certificate this tool makes carries.
+pub(super) fn key_details(uid: &str, flags: KeyFlags) -> Result<KeyDetails, SigningError> {
+    let user_id =
+        UserId::from_str(Default::default(), uid).map_err(pgp_err(format!("user id {uid:?}")))?;
+    Ok(KeyDetails::new(
+        Some(user_id),
+        vec![],
+        vec![],
+        flags,
+        Features::default(),
+        [SymmetricKeyAlgorithm::AES256].into_iter().collect(),
+        [HashAlgorithm::Sha256, HashAlgorithm::Sha512]
+            .into_iter()
+            .collect(),
+        Default::default(),
+        Default::default(),
+    ))
+}
 
 pub(super) fn hex_fingerprint(fp: &pgp::types::Fingerprint) -> String {
     hex::encode_upper(fp.as_bytes())

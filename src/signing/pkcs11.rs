@@ -20,15 +20,10 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
-use pgp::composed::{
-    Deserializable, KeyDetails, SignedPublicKey, SignedPublicSubKey, SignedSecretKey,
-};
-use pgp::crypto::{
-    hash::HashAlgorithm, public_key::PublicKeyAlgorithm, sym::SymmetricKeyAlgorithm,
-};
+use pgp::composed::{Deserializable, SignedPublicKey, SignedPublicSubKey, SignedSecretKey};
+use pgp::crypto::{hash::HashAlgorithm, public_key::PublicKeyAlgorithm};
 use pgp::packet::{
-    self, Features, KeyFlags, PubKeyInner, SignatureConfig, SignatureType, Subpacket,
-    SubpacketData, UserId,
+    self, KeyFlags, PubKeyInner, SignatureConfig, SignatureType, Subpacket, SubpacketData,
 };
 use pgp::ser::Serialize;
 use pgp::types::{
@@ -37,8 +32,8 @@ use pgp::types::{
 };
 use thiserror::Error;
 
-use super::packet::{hex_fingerprint, sign_with};
-use super::{pgp_err, Keyring, SignOptions, Signer, SigningError, KEY_CREATION_TIME};
+use super::packet::{self as packets, hex_fingerprint, sign_with};
+use super::{pgp_err, Keyring, SignOptions, Signer, SigningError};
 
 /// Environment variable holding the token's user PIN unless `pin-env` names another.
 pub const PIN_ENV: &str = "SYSUPDATE_PUBLISH_PKCS11_PIN";
@@ -511,26 +506,17 @@ impl Signer for Pkcs11Signer {
     }
 
     fn sign(&self, data: &[u8], opts: SignOptions) -> Result<Vec<u8>, SigningError> {
-        let none = Password::empty();
+        fn on<K: pgp::types::KeyDetails>(
+            key: &K,
+            token: &Token,
+            data: &[u8],
+            opts: SignOptions,
+        ) -> Result<Vec<u8>, SigningError> {
+            sign_with(&OnToken { key, token }, &Password::empty(), data, opts)
+        }
         match &self.packet {
-            KeyPacket::Primary(key) => sign_with(
-                &OnToken {
-                    key,
-                    token: &self.token,
-                },
-                &none,
-                data,
-                opts,
-            ),
-            KeyPacket::Subkey(key) => sign_with(
-                &OnToken {
-                    key,
-                    token: &self.token,
-                },
-                &none,
-                data,
-                opts,
-            ),
+            KeyPacket::Primary(key) => on(key, &self.token, data, opts),
+            KeyPacket::Subkey(key) => on(key, &self.token, data, opts),
         }
     }
 }
@@ -541,33 +527,11 @@ impl Signer for Pkcs11Signer {
 /// binary keyring devices install and its fingerprint.
 pub fn certificate(spec: &Pkcs11Spec, uid: &str) -> Result<(Vec<u8>, String), SigningError> {
     let token = Token::open(spec)?;
-    let inner = PubKeyInner::new(
-        KeyVersion::V4,
-        PublicKeyAlgorithm::EdDSALegacy,
-        Timestamp::from_secs(KEY_CREATION_TIME),
-        None,
-        public_params(&token.public)?,
-    )
-    .map_err(pgp_err("creating the public key"))?;
-    let pk = packet::PublicKey::from_inner(inner).map_err(pgp_err("creating the public key"))?;
-    let user_id =
-        UserId::from_str(Default::default(), uid).map_err(pgp_err(format!("user id {uid:?}")))?;
+    let pk = packets::public_key(public_params(&token.public)?)?;
     let mut flags = KeyFlags::default();
     flags.set_certify(true);
     flags.set_sign(true);
-    let details = KeyDetails::new(
-        Some(user_id),
-        vec![],
-        vec![],
-        flags,
-        Features::default(),
-        [SymmetricKeyAlgorithm::AES256].into_iter().collect(),
-        [HashAlgorithm::Sha256, HashAlgorithm::Sha512]
-            .into_iter()
-            .collect(),
-        Default::default(),
-        Default::default(),
-    );
+    let details = packets::key_details(uid, flags)?;
     let on_token = OnToken {
         key: &pk,
         token: &token,
