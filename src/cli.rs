@@ -234,6 +234,20 @@ pub struct ManArgs {
     pub out: PathBuf,
 }
 
+/// Preflight checks a write goes without (`release`, `promote`).
+#[derive(Args, Debug)]
+pub struct SkipArgs {
+    /// Publish without this preflight check (repeatable; `all` for every one):
+    /// uki-arch, uki-version, uki-image-id, esp-size, partition-size, gpt-arch,
+    /// image-format. Recorded in the history with --reason
+    #[arg(long = "skip-check", value_name = "NAME")]
+    pub skip_checks: Vec<String>,
+
+    /// Why checks are skipped, for the history (required with --skip-check)
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
 #[derive(Args, Debug)]
 pub struct ReleaseArgs {
     /// The version to publish (default: read from the payload names via the transfers)
@@ -256,15 +270,8 @@ pub struct ReleaseArgs {
     #[arg(long)]
     pub unyank: bool,
 
-    /// Publish without this preflight check (repeatable; `all` for every one):
-    /// uki-arch, uki-version, uki-image-id, esp-size, partition-size, gpt-arch,
-    /// image-format. Recorded in the history with --reason
-    #[arg(long = "skip-check", value_name = "NAME")]
-    pub skip_checks: Vec<String>,
-
-    /// Why checks are skipped, for the history (required with --skip-check)
-    #[arg(long, value_name = "TEXT")]
-    pub reason: Option<String>,
+    #[command(flatten)]
+    pub skip: SkipArgs,
 
     /// Read every build output file again instead of trusting the stamp
     /// cache ($SYSUPDATE_PUBLISH_CACHE_DIR, else ~/.cache/sysupdate-publish),
@@ -344,6 +351,8 @@ pub struct PromoteArgs {
     /// Only if FROM published it at least this long ago, e.g. 2d (else exit 1, nothing written)
     #[arg(long, value_name = "DURATION")]
     pub if_older_than: Option<String>,
+    #[command(flatten)]
+    pub skip: SkipArgs,
     /// Print the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,

@@ -31,6 +31,7 @@ pub mod fault;
 pub mod hash;
 pub mod http;
 pub mod image;
+pub mod inspect;
 pub mod ledger;
 pub mod manifest;
 pub mod nix;

@@ -153,12 +153,21 @@ impl<'a> Options<'a> {
 
 /// Records in the stamp cache what staging and uploads learned: the hashes
 /// of build output files (not of our own compressed copies, which are
-/// gone after the run) and what preflight kept of their content.
+/// gone after the run) and what preflight kept of every payload's content.
 pub fn remember(stamps: &StampCache, payloads: &[Payload]) {
-    for p in payloads.iter().filter(|p| p.compressed_from.is_none()) {
-        let (Some(stamp), Some(digest)) = (p.stamp, p.sha256.get()) else {
+    for p in payloads {
+        let Some(digest) = p.sha256.get() else {
             continue;
         };
+        // What we compressed was inspected as it went in: the evidence is of
+        // the bytes our compressed payload decodes to (promote reuses it).
+        if p.compressed_from.is_some() {
+            if let Some(e) = &p.evidence {
+                stamps.remember_evidence(&digest, e);
+            }
+            continue;
+        }
+        let Some(stamp) = p.stamp else { continue };
         if FileStamp::of(&p.file).ok() != Some(stamp) {
             continue;
         }
@@ -412,8 +421,10 @@ pub fn stage(
             sha256: PayloadDigest::known(result.sha256),
             size: result.size,
             compressed_from: Some(input.name.clone()),
+            evidence: inspector
+                .as_ref()
+                .map(|i| i.evidence(Some(result.input_size))),
             content: inspector.map(|i| i.finish(Some(result.input_size))),
-            evidence: None,
             read: result.input_size,
         });
     }
@@ -437,20 +448,6 @@ impl<R: Read> Read for Watched<'_, R> {
             }
         }
         self.at += n as u64;
-        Ok(n)
-    }
-}
-
-/// Counts what a decoder pulls from the file.
-struct Counted<R> {
-    inner: R,
-    read: std::rc::Rc<std::cell::Cell<u64>>,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read.set(self.read.get() + n as u64);
         Ok(n)
     }
 }
@@ -500,7 +497,7 @@ fn stage_compressed(
         ));
         Some(c)
     } else {
-        let (found, n) = inspect_file(path)?;
+        let (found, n) = crate::inspect::inspect_file(path)?;
         read += n;
         match found {
             Ok((c, e)) => {
@@ -530,82 +527,4 @@ fn stage_compressed(
         evidence,
         read,
     })
-}
-
-/// What a payload holds and the evidence for it, or why it could not be
-/// looked into.
-pub type Inspected = Result<(Content, Evidence), String>;
-
-/// What a payload that stays as it is holds, and how many bytes of the
-/// file that took. A compressed one is decoded from its start only until
-/// the inspector has what it needs (the first 128 KiB, and a UKI's
-/// `.osrel` wherever it lies); its size is then what the headers declare,
-/// unless decoding reached the end. An uncompressed one is read where the
-/// inspector asks (positioned reads). `Err` says why it could not look:
-/// bzip2 or lz4 (no decoder here), or data that does not decompress.
-pub fn inspect_file(path: &Path) -> std::io::Result<(Inspected, u64)> {
-    use std::os::unix::fs::FileExt;
-    let file = File::open(path)?;
-    let len = file.metadata()?.len();
-    let mut magic = [0u8; compress::MAGIC_LEN];
-    let n = file.read_at(&mut magic, 0)?;
-    let mut inspector = Inspector::new();
-    let detected = compress::detect(&magic[..n]);
-    let Some(detected) = detected else {
-        let mut read = 0u64;
-        while let Some(r) = inspector.missing().first().cloned() {
-            let end = r.end.min(len);
-            if r.start >= end {
-                break;
-            }
-            let mut buf = vec![0u8; (end - r.start) as usize];
-            file.read_exact_at(&mut buf, r.start)?;
-            read += buf.len() as u64;
-            inspector.feed_at(r.start, &buf);
-            if end < r.end {
-                break;
-            }
-        }
-        let evidence = inspector.evidence(Some(len));
-        return Ok((Ok((inspector.finish(Some(len)), evidence)), read));
-    };
-    let read = std::rc::Rc::new(std::cell::Cell::new(0));
-    let counted = Counted {
-        inner: std::io::BufReader::with_capacity(64 << 10, file),
-        read: read.clone(),
-    };
-    let mut decoder: Box<dyn Read> = match detected.codec() {
-        Some(compress::Codec::Xz) => Box::new(liblzma::read::XzDecoder::new_multi_decoder(counted)),
-        Some(compress::Codec::Gzip) => Box::new(flate2::read::GzDecoder::new(counted)),
-        Some(compress::Codec::Zstd) => Box::new(zstd::stream::read::Decoder::new(counted)?),
-        Some(compress::Codec::None) | None => {
-            return Ok((Err(format!("{detected} data is not decoded here")), 0))
-        }
-    };
-    let mut buf = vec![0u8; 64 << 10];
-    let mut at = 0u64;
-    let mut ended = false;
-    while !inspector.done() {
-        let n = match decoder.read(&mut buf) {
-            Ok(0) => {
-                ended = true;
-                break;
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let why = format!(
-                    "its {detected} data does not decompress ({e}); devices would fail to install it"
-                );
-                return Ok((Err(why), read.get()));
-            }
-        };
-        inspector.feed_at(at, &buf[..n]);
-        at += n as u64;
-    }
-    let evidence = inspector.evidence(ended.then_some(at));
-    Ok((
-        Ok((inspector.finish(ended.then_some(at)), evidence)),
-        read.get(),
-    ))
 }

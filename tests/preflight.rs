@@ -360,3 +360,72 @@ fn inspect_reports_the_same_checks_for_a_payload_directory() {
         .collect();
     assert_eq!(checks, ["uki-arch", "gpt-arch"], "{json}");
 }
+
+/// A version canary got with a check skipped is checked again on its way to
+/// stable: `promote` runs preflight on the payloads it copies, from what
+/// this machine kept of them (no byte read) or from the start of canary's
+/// copy (cut off once the headers are seen), and records its own skips.
+#[test]
+fn promote_checks_again_what_the_source_skipped() {
+    let ch = Channel::new("esp-size = \"5M\"\nesp-reserved = \"1M\"\n");
+    let canary = ch.dir.path().join("canary");
+    let text = std::fs::read_to_string(&ch.config).unwrap();
+    let text = text.replacen(
+        "[channel]\n",
+        &format!("[channels.canary]\nstore = {canary:?}\n[channels.stable]\n"),
+        1,
+    );
+    std::fs::write(&ch.config, text).unwrap();
+    let out = Build {
+        kernel: 3 << 20,
+        ..Build::good("x86-64", "18")
+    }
+    .make(ch.dir.path(), "big", "18");
+    let skip = ["--skip-check", "esp-size", "--reason", "lab devices only"];
+    let mut release = vec!["--channel", "canary", "release", "--output"];
+    let output = format!("x86-64={}", out.display());
+    release.push(&output);
+    release.extend(skip);
+    run(bin().arg("--config").arg(&ch.config).args(&release), 0);
+
+    let promote = |extra: &[&str], cache: Option<&Path>, expect: i32| {
+        let mut cmd = bin();
+        if let Some(cache) = cache {
+            cmd.env("SYSUPDATE_PUBLISH_CACHE_DIR", cache);
+        }
+        cmd.arg("--config").arg(&ch.config).args([
+            "--json", "promote", "18", "--from", "canary", "--to", "stable",
+        ]);
+        run(cmd.args(extra), expect)
+    };
+    let err = stderr(&promote(&[], None, 1));
+    for needle in ["x86-64: appliance_18.efi.xz need ", "[esp-size]"] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(!ch.store.exists(), "a refused promote wrote to stable");
+
+    // Another machine (an empty cache) reads the payloads from canary (only
+    // their starts when large: see `inspect`'s own tests).
+    let fresh = tempfile::tempdir().unwrap();
+    let dry = promote(&[&["--dry-run"][..], &skip].concat(), Some(fresh.path()), 0);
+    let report: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    let read = report["read_bytes"].as_u64().unwrap();
+    let stored: u64 = std::fs::read_dir(canary.join(".payloads/x86-64"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(read > 0 && read <= stored, "read {read} of {stored} bytes");
+    assert!(!ch.store.exists(), "a dry run wrote to stable");
+
+    // The machine that released it knows the payloads: nothing is read.
+    let done = promote(&skip, None, 0);
+    let report: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(report["read_bytes"], 0, "{report}");
+    assert!(stderr(&done).contains("preflight check esp-size skipped: lab devices only"));
+    let ledger = std::fs::read_to_string(ch.store.join("ledger.jsonl")).unwrap();
+    assert!(
+        ledger.contains(r#""skipped_checks":[{"check":"esp-size","reason":"lab devices only"}]"#),
+        "{ledger}"
+    );
+    assert_channel_verifies(&ch.store, &ch._keys.keyring);
+}

@@ -9,7 +9,7 @@ use crate::cli::{
     AdoptArgs, MirrorArgs, PromoteArgs, RefreshArgs, RepairArgs, RollbackArgs, UnyankArgs, YankArgs,
 };
 use crate::config::{parse_lifetime, Config};
-use crate::publisher::{Publisher, RepairRequest, Report};
+use crate::publisher::{PromoteRequest, Publisher, RepairRequest, Report};
 use crate::signing::Signer;
 use crate::version::Version;
 
@@ -158,6 +158,7 @@ pub(super) fn promote(ctx: &Ctx, args: PromoteArgs) -> Result<Outcome> {
     if args.from == args.to {
         return Err(UsageError("--from and --to name the same channel".into()).into());
     }
+    let skip = super::release::skip(&args.skip)?;
     let mut from_config = ctx.config_unselected()?;
     from_config.select(Some(&args.from))?;
     let mut to_config = from_config.clone();
@@ -169,14 +170,23 @@ pub(super) fn promote(ctx: &Ctx, args: PromoteArgs) -> Result<Outcome> {
     );
     let source = publisher(ctx, &from_config, from_store.as_ref(), &keyring)?;
     let target = publisher(ctx, &to_config, to_store.as_ref(), &keyring)?;
-    let r = target.promote(key.as_ref(), &source, &args.from, &v, soak, args.dry_run)?;
+    let req = PromoteRequest {
+        version: v.clone(),
+        soak,
+        dry_run: args.dry_run,
+        checks: to_config.checks.clone(),
+        skip,
+        stamps: super::release::stamps(false),
+    };
+    let r = target.promote(key.as_ref(), &source, &args.from, &req)?;
     let copies: usize = r.arches.iter().map(|a| a.copies.len()).sum();
     if !r.already_published && !r.dry_run {
         ctx.ui.report(format!(
-            "promoted {v} from {} to {}: {copies} payload(s) copied, {} sent through this machine",
+            "promoted {v} from {} to {}: {copies} payload(s) copied, {} sent through this machine, {} read for preflight",
             args.from,
             args.to,
-            super::human_bytes(r.upload_bytes)
+            super::human_bytes(r.upload_bytes),
+            super::human_bytes(r.read_bytes)
         ));
     }
     show(ctx, &r, "promote")

@@ -312,7 +312,7 @@ fn inspect_contents(
     let mut contents = BTreeMap::new();
     let mut seen = Vec::new();
     for (name, path) in files {
-        let (content, _) = crate::stage::inspect_file(path)
+        let (content, _) = crate::inspect::inspect_file(path)
             .with_context(|| format!("reading {}", path.display()))?;
         let content = content.map(|(c, _)| c);
         let what = match &content {

@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use super::{human_bytes, parse_outputs, publisher, signer, Ctx, Outcome, UsageError};
 use crate::arch::Arch;
-use crate::cli::ReleaseArgs;
+use crate::cli::{ReleaseArgs, SkipArgs};
 use crate::preflight::Check;
 use crate::publisher::{ReleaseRequest, Report, Skip};
 use crate::stamps::StampCache;
@@ -52,7 +52,7 @@ pub(super) fn print_report(ui: &Ui, r: &Report) {
 }
 
 /// `--skip-check NAME… --reason TEXT`: names checked, a reason required.
-fn skip(args: &ReleaseArgs) -> Result<Skip, UsageError> {
+pub(super) fn skip(args: &SkipArgs) -> Result<Skip, UsageError> {
     let mut checks = std::collections::BTreeSet::new();
     for name in &args.skip_checks {
         if name == "all" {
@@ -79,6 +79,14 @@ fn skip(args: &ReleaseArgs) -> Result<Skip, UsageError> {
             reason: reason.map(str::to_string),
         }),
     }
+}
+
+/// The stamp cache, unless `deep` asks to read everything again.
+pub(super) fn stamps(deep: bool) -> std::sync::Arc<StampCache> {
+    std::sync::Arc::new(match StampCache::default_dir() {
+        Some(dir) if !deep => StampCache::open(&dir),
+        _ => StampCache::off(),
+    })
 }
 
 /// Mistakes in the arguments alone, refused before any work.
@@ -138,7 +146,7 @@ fn check_left_behind(
 
 pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
     check_args(&args)?;
-    let skip = skip(&args)?;
+    let skip = skip(&args.skip)?;
     let given = parse_outputs(&args.outputs)?;
     let config = ctx.config()?;
     let ui = &ctx.ui;
@@ -175,10 +183,7 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
         compress,
         checks: config.checks.clone(),
         skip,
-        stamps: std::sync::Arc::new(match StampCache::default_dir() {
-            Some(dir) if !args.deep => StampCache::open(&dir),
-            _ => StampCache::off(),
-        }),
+        stamps: stamps(args.deep),
     };
     let report = publisher.release(key.as_ref(), &req)?;
     print_report(ui, &report);

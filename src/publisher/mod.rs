@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
-pub use release::{ReleaseRequest, RepairRequest, Skip};
+pub use release::{PromoteRequest, ReleaseRequest, RepairRequest, Skip};
 pub use report::{ArchReport, Report};
 
 use crate::arch::Arch;

@@ -49,6 +49,22 @@ pub struct ReleaseRequest {
     pub stamps: std::sync::Arc<StampCache>,
 }
 
+/// What `promote` publishes and how.
+#[derive(Clone, Debug)]
+pub struct PromoteRequest {
+    pub version: Version,
+    /// With `--if-older-than`: how long ago the source must have published it.
+    pub soak: Option<std::time::Duration>,
+    pub dry_run: bool,
+    /// This channel's preflight settings (the promoted payloads are checked
+    /// as a release here would check them).
+    pub checks: preflight::Settings,
+    pub skip: Skip,
+    /// Evidence earlier runs kept, so payloads this machine inspected
+    /// before are not read again.
+    pub stamps: std::sync::Arc<StampCache>,
+}
+
 /// `--skip-check`: the checks a release goes without, with the reason.
 #[derive(Clone, Debug, Default)]
 pub struct Skip {
@@ -246,10 +262,9 @@ impl Publisher<'_> {
         key: &dyn Signer,
         source: &Publisher,
         source_name: &str,
-        version: &Version,
-        soak: Option<std::time::Duration>,
-        dry_run: bool,
+        req: &PromoteRequest,
     ) -> Result<Report, PublishError> {
+        let version = &req.version;
         let from = source.read(false)?;
         let blocking: Vec<Problem> = from.blocking().into_iter().cloned().collect();
         if !blocking.is_empty() {
@@ -291,9 +306,10 @@ impl Publisher<'_> {
             }
             .into());
         }
-        if let Some(soak) = soak {
+        if let Some(soak) = req.soak {
             self.refuse_too_recent(&from, source_name, version, soak)?;
         }
+        let read = self.preflight_promoted(source, &inputs, req)?;
         let origin = Origin {
             channel: source_name.to_string(),
             store: source.store.describe(),
@@ -307,22 +323,110 @@ impl Publisher<'_> {
             settings: self.settings(),
         };
         let versions = [version.clone()];
-        self.write_from(
+        let mut report = self.write_from(
             key,
-            dry_run,
+            req.dry_run,
             (Action::Promote, &versions),
             Some(source.store),
             |ch| {
-                Ok(plan::plan_promote(
-                    self.store,
-                    ch,
-                    &inputs,
-                    version,
-                    origin.clone(),
-                    opts,
-                )?)
+                let mut plan =
+                    plan::plan_promote(self.store, ch, &inputs, version, origin.clone(), opts)?;
+                plan.skipped_checks = req.skip.record();
+                Ok(plan)
             },
-        )
+        )?;
+        report.read_bytes = read;
+        Ok(report)
+    }
+
+    /// This channel's preflight on the payloads a promotion copies: checks
+    /// the source skipped, or settings changed since its release, are not
+    /// carried along unseen. What a payload holds comes from the stamp
+    /// cache (this machine inspected those bytes before) or from reading
+    /// the start of the source's copy, cut off once the inspector has
+    /// what it needs. Returns the payload bytes read.
+    fn preflight_promoted(
+        &self,
+        source: &Publisher,
+        inputs: &[PromoteInput],
+        req: &PromoteRequest,
+    ) -> Result<u64, PublishError> {
+        if !req.skip.any_check() {
+            self.warn_skipped(&req.skip);
+            return Ok(0);
+        }
+        let arches: Vec<Arch> = inputs.iter().map(|i| i.arch).collect();
+        let transfers = self.transfers(&arches)?;
+        let mut read = 0;
+        let mut seen = Vec::new();
+        for input in inputs {
+            let mut payloads = Vec::new();
+            for file in &input.files {
+                let content = match req.stamps.evidence(&file.sha256) {
+                    Some(e) => Some(e.replay()),
+                    None => {
+                        let (found, n) = self.inspect_stored(source, input.arch, file)?;
+                        read += n;
+                        match found {
+                            Ok((c, _)) => Some(c),
+                            Err(why) => {
+                                self.events.warn(format!(
+                                    "{}: {}: preflight cannot look inside: {why}",
+                                    input.arch, file.name
+                                ));
+                                None
+                            }
+                        }
+                    }
+                };
+                payloads.push((file.name.clone(), content));
+            }
+            seen.push((input.arch, payloads));
+        }
+        let items: Vec<(Arch, Vec<preflight::Item>)> = seen
+            .iter()
+            .map(|(arch, payloads)| {
+                let items = payloads
+                    .iter()
+                    .map(|(name, content)| preflight::Item {
+                        name,
+                        content: content.as_ref(),
+                    })
+                    .collect();
+                (*arch, items)
+            })
+            .collect();
+        self.run_preflight(&transfers, &items, &req.checks, &req.skip)?;
+        Ok(read)
+    }
+
+    /// Reads the start of `file` from `source`'s store for preflight. The
+    /// evidence is not remembered: these bytes were not hashed, so they
+    /// prove nothing about the content hash the cache is keyed by.
+    fn inspect_stored(
+        &self,
+        source: &Publisher,
+        arch: Arch,
+        file: &Copied,
+    ) -> Result<(crate::inspect::Inspected, u64), PublishError> {
+        let found = crate::inspect::inspect_download(file.size, |to| {
+            match source.store.download(arch, &file.name, to)? {
+                Some(_) => Ok(()),
+                None => Err(PublishError::Refused(Refusal::Other(format!(
+                    "{arch}: {} is listed in the source channel's manifest but not stored there; run `sysupdate-publish --channel SOURCE repair` first",
+                    file.name
+                )))),
+            }
+        })
+        .map_err(|source| PublishError::Io {
+            what: format!("{arch}: inspecting {}", file.name),
+            source,
+        })??;
+        self.events.detail(format!(
+            "{arch}: {}: preflight read {} of {} bytes from the source channel",
+            file.name, found.1, file.size
+        ));
+        Ok(found)
     }
 
     /// A pipeline promotes after a soak time: the source's history must show
@@ -430,38 +534,54 @@ impl Publisher<'_> {
                 .into());
             }
         }
+        let items: Vec<(Arch, Vec<preflight::Item>)> = inputs
+            .iter()
+            .map(|input| {
+                let items = input
+                    .payloads
+                    .iter()
+                    .map(|p| preflight::Item {
+                        name: &p.name,
+                        content: p.content.as_ref(),
+                    })
+                    .collect();
+                (input.arch, items)
+            })
+            .collect();
+        self.run_preflight(transfers, &items, &req.checks, &req.skip)
+    }
+
+    /// Runs preflight on every arch's payloads: refuses with every finding
+    /// of every arch; warns of what it could not check and what was skipped.
+    fn run_preflight(
+        &self,
+        transfers: &BTreeMap<Arch, Vec<Transfer>>,
+        items: &[(Arch, Vec<preflight::Item>)],
+        checks: &preflight::Settings,
+        skip: &Skip,
+    ) -> Result<(), PublishError> {
         let mut findings = Vec::new();
-        for input in inputs {
-            let items: Vec<preflight::Item> = input
-                .payloads
-                .iter()
-                .map(|p| preflight::Item {
-                    name: &p.name,
-                    content: p.content.as_ref(),
-                })
-                .collect();
-            let outcome = preflight::check(
-                input.arch,
-                &transfers[&input.arch],
-                &items,
-                &req.checks,
-                &req.skip.checks,
-            );
+        for (arch, items) in items {
+            let outcome = preflight::check(*arch, &transfers[arch], items, checks, &skip.checks);
             for u in outcome.unchecked {
                 self.events.warn(u);
             }
             findings.extend(outcome.findings);
         }
-        for c in &req.skip.checks {
-            self.events.warn(format!(
-                "preflight check {c} skipped: {}",
-                req.skip.reason.as_deref().unwrap_or("no reason given")
-            ));
-        }
+        self.warn_skipped(skip);
         if findings.is_empty() {
             Ok(())
         } else {
             Err(Refusal::Preflight(preflight::Refused { findings }).into())
+        }
+    }
+
+    fn warn_skipped(&self, skip: &Skip) {
+        for c in &skip.checks {
+            self.events.warn(format!(
+                "preflight check {c} skipped: {}",
+                skip.reason.as_deref().unwrap_or("no reason given")
+            ));
         }
     }
 
