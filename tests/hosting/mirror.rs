@@ -4,7 +4,7 @@
 
 use super::holes::unchanged_after;
 use super::scenarios::{args, assert_listed_payloads_served, release, verifies, Chan};
-use super::{Nginx, Site};
+use super::{Nginx, Relay, Site};
 use crate::common::*;
 
 /// The mirror's own key signs its history; its keyring holds the source's
@@ -32,7 +32,14 @@ pub fn mirror_copies_a_published_channel_verified_and_byte_for_byte(site: &Site)
     let src = Chan::new(&origin, &keys, "keep = 2");
     src.run(&release("17"), 0);
     src.run(&release("18"), 0);
-    let url = src.url("").trim_end_matches('/').to_string();
+    // Devices' view of the source, through a relay that counts what the
+    // mirror fetches.
+    let relay = Relay::start(nginx.http_port);
+    let url = src.url("").trim_end_matches('/').replace(
+        &format!(":{}/", nginx.http_port),
+        &format!(":{}/", relay.port),
+    );
+    assert!(url.contains(&format!(":{}/", relay.port)), "{url}");
     let own = mirror_keys(&keys);
     let ch = Chan::new(site, &own, "keep = 2");
 
@@ -52,8 +59,20 @@ pub fn mirror_copies_a_published_channel_verified_and_byte_for_byte(site: &Site)
     }
     ch.run(&args(&["status"], vec![]), 0);
 
-    // Nothing new at the source: a rerun writes nothing.
+    // Nothing new at the source: a rerun writes nothing and fetches the
+    // manifests and signatures only.
+    let before = relay.received();
     unchanged_after(&ch, &mirror(&url), 0, &["nothing to do"]);
+    let fetched = relay.received() - before;
+    let listings: usize = ARCHES
+        .iter()
+        .map(|a| src.manifest(a).len() + src.fetch(&format!("{a}/SHA256SUMS.gpg")).unwrap().len())
+        .sum();
+    eprintln!("mirror rerun, nothing new: fetched {fetched} bytes ({listings} bytes of manifests and signatures)");
+    assert!(
+        fetched < listings as u64 + (64 << 10),
+        "a rerun with nothing new fetched {fetched} bytes"
+    );
 
     // The source moves on (keep = 2 drops 17): only 19's payloads are fetched.
     let out19 = tempfile::tempdir().unwrap();
@@ -78,7 +97,17 @@ pub fn mirror_copies_a_published_channel_verified_and_byte_for_byte(site: &Site)
         rel19.extend(["--output".to_string(), format!("{arch}={}", dir.display())]);
     }
     src.run(&rel19, 0);
+    let before = relay.received();
     let out = ch.run(&args(&["--json"], mirror(&url)), 0);
+    let fetched = relay.received() - before;
+    let new_bytes: u64 = dir_bytes(out19.path());
+    eprintln!(
+        "mirror rerun, one new version: fetched {fetched} bytes for {new_bytes} new payload bytes"
+    );
+    assert!(
+        fetched < new_bytes + (64 << 10),
+        "fetched {fetched} bytes for {new_bytes} new payload bytes"
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for a in report["arches"].as_array().unwrap() {
         let uploads: Vec<&str> = a["uploads"]
@@ -152,4 +181,14 @@ pub fn mirror_copies_a_published_channel_verified_and_byte_for_byte(site: &Site)
         1,
         &["x86-64/store_20.img.xz", "nothing mirrored"],
     );
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap().metadata().unwrap())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }

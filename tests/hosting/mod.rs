@@ -375,11 +375,13 @@ impl Drop for Nginx {
     }
 }
 
-/// A TCP relay to `target` that counts the bytes clients send and can be
-/// cut: every connection is reset and new ones are refused until `up`.
+/// A TCP relay to `target` that counts the bytes clients send and receive
+/// and can be cut: every connection is reset and new ones are refused
+/// until `up`.
 pub struct Relay {
     pub port: u16,
     sent: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
     down: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
@@ -392,10 +394,12 @@ impl Relay {
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let sent = Arc::new(AtomicU64::new(0));
+        let received = Arc::new(AtomicU64::new(0));
         let down = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (s, d, st, c) = (sent.clone(), down.clone(), stop.clone(), conns.clone());
+        let (s, r) = (sent.clone(), received.clone());
+        let (d, st, c) = (down.clone(), stop.clone(), conns.clone());
         let thread = std::thread::spawn(move || {
             while !st.load(Ordering::SeqCst) {
                 let client = match listener.accept() {
@@ -418,14 +422,15 @@ impl Relay {
                 pipe(
                     client.try_clone().unwrap(),
                     server.try_clone().unwrap(),
-                    Some(s.clone()),
+                    s.clone(),
                 );
-                pipe(server, client, None);
+                pipe(server, client, r.clone());
             }
         });
         Relay {
             port,
             sent,
+            received,
             down,
             stop,
             conns,
@@ -435,6 +440,11 @@ impl Relay {
 
     pub fn sent(&self) -> u64 {
         self.sent.load(Ordering::SeqCst)
+    }
+
+    /// Bytes the server answered with.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::SeqCst)
     }
 
     /// The server vanishes: open connections are cut, new ones refused.
@@ -487,7 +497,7 @@ impl LingerZero for TcpStream {
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>) {
+fn pipe(mut from: TcpStream, mut to: TcpStream, count: Arc<AtomicU64>) {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -495,9 +505,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if let Some(c) = &count {
-                c.fetch_add(n as u64, Ordering::SeqCst);
-            }
+            count.fetch_add(n as u64, Ordering::SeqCst);
             if to.write_all(&buf[..n]).is_err() {
                 break;
             }
