@@ -1,5 +1,5 @@
 //! SIGKILL at every crash point of every write (release, yank, unyank,
-//! rollback, refresh), on every hosting. After each kill:
+//! rollback, refresh, promote, mirror), on every hosting. After each kill:
 //! - every arch serves its old or its new manifest, whole, verified by gpg
 //!   with systemd's command line (or, on S3/WebDAV, a manifest whose commit
 //!   was cut between manifest and signature), and every listed payload;
@@ -80,7 +80,45 @@ fn cases() -> Vec<Case> {
             ],
             command: strs(&["promote", "18", "--from", "canary", "--to", "stable"]),
         },
+        Case {
+            name: "mirror",
+            channel: "keep = 2",
+            pair: true,
+            setup: vec![
+                [strs(&["--channel", "canary"]), release("17")].concat(),
+                strs(&["--channel", "stable", "mirror", "--from", CANARY_URL]),
+                [strs(&["--channel", "canary"]), release("18")].concat(),
+            ],
+            command: strs(&["--channel", "stable", "mirror", "--from", CANARY_URL]),
+        },
     ]
+}
+
+/// Stands for the canary channel's public URL in a [`Case`]'s commands.
+const CANARY_URL: &str = "{canary-url}";
+
+impl Case {
+    fn setup(&self, ch: &Chan) -> Vec<Vec<String>> {
+        self.setup.iter().map(|c| for_channel(c, ch)).collect()
+    }
+
+    fn command(&self, ch: &Chan) -> Vec<String> {
+        for_channel(&self.command, ch)
+    }
+}
+
+/// `argv` with [`CANARY_URL`] replaced by `ch`'s canary channel's URL.
+fn for_channel(argv: &[String], ch: &Chan) -> Vec<String> {
+    let url = ch
+        .source_prefix
+        .as_ref()
+        .map(|p| format!("{}/{p}", ch.site.public));
+    argv.iter()
+        .map(|a| match &url {
+            Some(url) => a.replace(CANARY_URL, url),
+            None => a.clone(),
+        })
+        .collect()
 }
 
 fn channel<'a>(site: &'a Site, keys: &Keys, case: &Case) -> Chan<'a> {
@@ -153,16 +191,17 @@ pub fn killed_at_every_point_of_every_write_the_channel_verifies_and_a_rerun_fin
     for case in cases() {
         // The same write without a kill: what every rerun must end at.
         let reference = channel(site, &keys, &case);
-        for cmd in &case.setup {
+        for cmd in &case.setup(&reference) {
             reference.run(cmd, 0);
         }
         let old = listed(&reference);
-        reference.run(&case.command, 0);
+        reference.run(&case.command(&reference), 0);
         let new = listed(&reference);
         let want_stored = stored(&reference);
 
         let ch = channel(site, &keys, &case);
-        for cmd in &case.setup {
+        let command = case.command(&ch);
+        for cmd in &case.setup(&ch) {
             ch.run(cmd, 0);
         }
         let start = ch.snapshot();
@@ -174,7 +213,7 @@ pub fn killed_at_every_point_of_every_write_the_channel_verifies_and_a_rerun_fin
             ch.restore(&start);
             ch.forget_remembered();
             let out = ch
-                .cmd(&case.command)
+                .cmd(&command)
                 .env("SYSUPDATE_PUBLISH_CRASH_AT", point.to_string())
                 .stdin(Stdio::null())
                 .output()
@@ -242,7 +281,7 @@ pub fn killed_at_every_point_of_every_write_the_channel_verifies_and_a_rerun_fin
                 })
                 .collect();
             let mut rerun_args = args(&["--json"], vec![]);
-            rerun_args.extend(case.command.iter().cloned());
+            rerun_args.extend(command.iter().cloned());
             let rerun = ch.run(&rerun_args, 0);
             let report: serde_json::Value = serde_json::from_slice(&rerun.stdout).unwrap();
             if case.name == "release" && !recorded {
