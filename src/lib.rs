@@ -46,6 +46,7 @@ pub mod signing;
 pub mod stage;
 pub mod stamps;
 pub mod store;
+pub mod tarball;
 pub mod transfer;
 pub mod ui;
 pub mod version;

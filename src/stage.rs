@@ -42,8 +42,6 @@ pub enum StageError {
         "{arch}: build output {dir} is empty; expected payload files such as appliance_18.efi.xz"
     )]
     Empty { arch: Arch, dir: PathBuf },
-    #[error("{arch}: {path} is a directory; build outputs must be flat (systemd 254–261 refuse '/' in manifest names)")]
-    Nested { arch: Arch, path: PathBuf },
     #[error("{arch}: {path} is not a regular file (device, socket, fifo or dangling link)")]
     NotRegular { arch: Arch, path: PathBuf },
     #[error("{arch}: {path} is a symlink to {}, outside the build output and /nix/store; refusing to publish a file from elsewhere on this machine (copy it into the output if it belongs there)", via(.link, .target))]
@@ -69,6 +67,9 @@ pub enum StageError {
         path: PathBuf,
         message: String,
     },
+    /// A directory output that cannot be a url-tar payload.
+    #[error("{arch}: packing a directory output: {message}")]
+    Pack { arch: Arch, message: String },
 }
 
 /// Where a link leads: what it says and, when that is another hop (a
@@ -233,13 +234,7 @@ pub fn scan(arch: Arch, dir: &Path) -> Result<Vec<InputFile>, StageError> {
                 io(path, e)
             }
         })?;
-        if meta.is_dir() {
-            return Err(StageError::Nested {
-                arch,
-                path: path.to_path_buf(),
-            });
-        }
-        if !meta.is_file() {
+        if !meta.is_file() && !meta.is_dir() {
             return Err(StageError::NotRegular {
                 arch,
                 path: path.to_path_buf(),
@@ -289,13 +284,60 @@ pub fn scan(arch: Arch, dir: &Path) -> Result<Vec<InputFile>, StageError> {
     Ok(files)
 }
 
-/// What a payload will be called after staging.
+/// What a payload will be called after staging. A directory is packed as
+/// `NAME.tar` (a url-tar payload), then compressed like any file.
 pub fn published_name(input: &InputFile, codec: Codec) -> Result<String, std::io::Error> {
+    if input.path.is_dir() {
+        let tar = tar_name(&input.name);
+        return Ok(match codec {
+            Codec::None => tar,
+            _ => format!("{tar}.{}", codec.extension()),
+        });
+    }
     if codec == Codec::None || is_compressed(&input.path)? {
         Ok(input.name.clone())
     } else {
         Ok(format!("{}.{}", input.name, codec.extension()))
     }
+}
+
+/// `rootfs_18` → `rootfs_18.tar`; a directory already named `….tar` keeps it.
+fn tar_name(dir_name: &str) -> String {
+    if dir_name.ends_with(".tar") {
+        dir_name.to_string()
+    } else {
+        format!("{dir_name}.tar")
+    }
+}
+
+/// Packs a directory input into `staging` (see [`crate::tarball`]).
+fn pack_tree(
+    arch: Arch,
+    input: &InputFile,
+    staging: &Path,
+    events: &dyn Events,
+) -> Result<InputFile, StageError> {
+    let dir = staging.join(arch.systemd()).join("packed");
+    let name = tar_name(&input.name);
+    let path = dir.join(&name);
+    let io = |path: &Path, source| StageError::Io {
+        arch,
+        path: path.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    let file = File::create(&path).map_err(|e| io(&path, e))?;
+    let mtime = crate::tarball::source_date_epoch();
+    let n = crate::tarball::pack(&input.path, mtime, BufWriter::with_capacity(1 << 20, file))
+        .map_err(|e| StageError::Pack {
+            arch,
+            message: e.to_string(),
+        })?;
+    events.info(format!(
+        "{arch}: packed directory {} as {name} ({n} bytes, mtime {mtime})",
+        input.name
+    ));
+    Ok(InputFile { name, path })
 }
 
 fn is_compressed(path: &Path) -> Result<bool, std::io::Error> {
@@ -373,8 +415,13 @@ pub fn stage(
         source,
     };
     let mut out = Vec::with_capacity(inputs.len());
-    for input in inputs {
-        let name = published_name(input, settings.codec).map_err(|e| io(&input.path, e))?;
+    for given in inputs {
+        let name = published_name(given, settings.codec).map_err(|e| io(&given.path, e))?;
+        let packed = match given.path.is_dir() {
+            true => Some(pack_tree(arch, given, staging, events)?),
+            false => None,
+        };
+        let input = packed.as_ref().unwrap_or(given);
         let src = File::open(&input.path).map_err(|e| io(&input.path, e))?;
         let len = src.metadata().map_err(|e| io(&input.path, e))?.len();
         if name == input.name {
@@ -420,7 +467,7 @@ pub fn stage(
             file: dst_path,
             sha256: PayloadDigest::known(result.sha256),
             size: result.size,
-            compressed_from: Some(input.name.clone()),
+            compressed_from: Some(given.name.clone()),
             evidence: inspector
                 .as_ref()
                 .map(|i| i.evidence(Some(result.input_size))),

@@ -600,7 +600,11 @@ fn outputs_with_symlinks_publish_the_target_and_bad_outputs_are_refused() {
         "--output".to_string(),
         format!("arm64={}", nested.path().display()),
     ];
-    assert_refused(&ch, &args, "is a directory");
+    assert_refused(
+        &ch,
+        &args,
+        "sub (a directory) would be packed as sub.tar.xz",
+    );
 
     let dev = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/dev/null", dev.path().join("appliance_19.efi.xz")).unwrap();

@@ -229,6 +229,9 @@ impl Plan {
 pub struct NameCheck<'a> {
     pub name: &'a str,
     pub compressed_from: Option<&'a str>,
+    /// A directory output, packed as a url-tar payload: only a transfer
+    /// whose source is `Type=url-tar` may take it.
+    pub tree: bool,
 }
 
 fn patterns(transfers: &[Transfer]) -> String {
@@ -248,13 +251,17 @@ pub fn version_of_names(
 ) -> Result<(Version, Vec<VersionWarning>), Refusal> {
     let c = transfer::classify(transfers, names.iter().map(|n| n.name));
     if let Some(name) = c.unmatched.first() {
-        let name = match names
-            .iter()
-            .find(|n| n.name == name)
-            .and_then(|n| n.compressed_from)
-        {
-            Some(raw) => format!("{raw} would be compressed to {name}, which"),
-            None => name.clone(),
+        let name = match names.iter().find(|n| n.name == name) {
+            Some(NameCheck {
+                tree: true,
+                compressed_from: Some(raw),
+                ..
+            }) => format!("{raw} (a directory) would be packed as {name}, which"),
+            Some(NameCheck {
+                compressed_from: Some(raw),
+                ..
+            }) => format!("{raw} would be compressed to {name}, which"),
+            _ => name.clone(),
         };
         return Err(Refusal::Unmatched {
             arch,
@@ -274,6 +281,19 @@ pub fn version_of_names(
             versions: c.versions.iter().map(|v| v.version.clone()).collect(),
         });
     };
+    for (transfer, name) in &set.files {
+        let tree = names.iter().find(|n| &n.name == name).filter(|n| n.tree);
+        let t = transfers.iter().find(|t| &t.name == transfer);
+        if let (Some(tree), Some(t)) = (tree, t) {
+            if t.source_type != transfer::SourceType::UrlTar {
+                return Err(Refusal::Other(format!(
+                    "{arch}: {} is a directory, packed as {name} for transfer {transfer}, whose [Source] is Type={}: a device would install the tar itself as a file. Use Type=url-tar (and a directory or subvolume [Target]) for directory payloads, or put a file in the build output",
+                    tree.compressed_from.unwrap_or(name),
+                    t.source_type
+                )));
+            }
+        }
+    }
     if !set.missing.is_empty() {
         return Err(Refusal::Incomplete {
             arch,
@@ -385,6 +405,8 @@ pub fn release_version(
             .map(|p| NameCheck {
                 name: &p.name,
                 compressed_from: p.compressed_from.as_deref(),
+                // Checked on the build outputs, before staging.
+                tree: false,
             })
             .collect();
         let empty = Vec::new();

@@ -184,9 +184,11 @@ impl Publisher<'_> {
             let checks: Vec<NameCheck> = o
                 .names
                 .iter()
-                .map(|(n, raw)| NameCheck {
+                .zip(&o.files)
+                .map(|((n, raw), file)| NameCheck {
                     name: n,
                     compressed_from: (n != raw).then_some(raw.as_str()),
+                    tree: file.path.is_dir(),
                 })
                 .collect();
             let (version, warnings) = plan::version_of_names(o.arch, &transfers[&o.arch], &checks)?;
