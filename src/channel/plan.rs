@@ -282,7 +282,7 @@ pub fn version_of_names(
         });
     };
     for (transfer, name) in &set.files {
-        let tree = names.iter().find(|n| &n.name == name).filter(|n| n.tree);
+        let tree = names.iter().find(|n| n.name == name).filter(|n| n.tree);
         let t = transfers.iter().find(|t| &t.name == transfer);
         if let (Some(tree), Some(t)) = (tree, t) {
             if t.source_type != transfer::SourceType::UrlTar {
