@@ -1,0 +1,100 @@
+//! End to end (issue 15): a directory build output, published as a url-tar
+//! payload, is installed by the real systemd-sysupdate 257 (Debian trixie,
+//! GNU tar) and 262 (Debian sid, libarchive) into a `Type=directory` target,
+//! and the installed tree equals the build output's.
+//!
+//! Runs as root, like the rest of the e2e suite (tests/e2e/README.md).
+
+mod common;
+#[path = "e2e/harness.rs"]
+mod harness;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use harness::{Channel, Device, Suite};
+
+/// The device's transfer for the tree, beside the harness's UKI and store.
+fn tree_transfer(url: &str) -> String {
+    format!(
+        "[Source]\nType=url-tar\nPath={url}/%a/\nMatchPattern=tree_@v.tar.xz\n\n\
+         [Target]\nType=directory\nPath=/var/lib/e2e/tree\nMatchPattern=tree_@v\n"
+    )
+}
+
+/// `tree_<version>` in `out`: nested directories, an empty one, an
+/// executable, links inside the tree and out of it.
+fn tree(out: &Path, version: &str) {
+    let root = out.join(format!("tree_{version}"));
+    std::fs::create_dir_all(root.join("usr/lib/app")).unwrap();
+    std::fs::create_dir_all(root.join("var/empty")).unwrap();
+    let tool = root.join("usr/lib/app/tool");
+    std::fs::write(&tool, format!("#!/bin/sh\necho {version}\n")).unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(root.join("usr/lib/app/data"), vec![b'x'; 300_000]).unwrap();
+    std::os::unix::fs::symlink("usr/lib/app/tool", root.join("tool")).unwrap();
+    std::os::unix::fs::symlink("/etc/os-release", root.join("os-release")).unwrap();
+}
+
+#[test]
+fn a_directory_output_installs_as_that_tree_on_257_and_262() {
+    let ch = Channel::new("");
+    std::fs::write(
+        ch.transfers.join("70-tree.transfer"),
+        tree_transfer(&ch.url),
+    )
+    .unwrap();
+    let out = ch.output("18", true);
+    tree(&out, "18");
+    let r = ch.release_raw(&out, &[]);
+    assert_eq!(r.status.code(), Some(0), "{}", common::stderr(&r));
+    assert!(
+        ch.served_names().contains(&"tree_18.tar.xz".to_string()),
+        "{:?}",
+        ch.served_names()
+    );
+
+    for (suite, systemd) in [
+        (Suite::Trixie, "systemd 257 "),
+        (Suite::Sid, "systemd 262 "),
+    ] {
+        let dev = Device::up_bare(suite, &ch.nginx.ca, &ch.keys.keyring, "16");
+        for e in std::fs::read_dir(&ch.transfers).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dev.defs.join(e.file_name())).unwrap();
+        }
+        // Version 16 is installed whole: its tree too.
+        let target = dev.root.join("var/lib/e2e/tree");
+        std::fs::create_dir_all(target.join("tree_16")).unwrap();
+        let v = dev.sysupdate(&["--version"]);
+        assert!(v.stdout.starts_with(systemd), "not {systemd}\n{v}");
+
+        dev.sysupdate(&["update"])
+            .status(0, "update")
+            .says("Successfully installed update '18'.", "update");
+        let installed = target.join("tree_18");
+        let diff = Command::new("diff")
+            .args(["-r", "--no-dereference"])
+            .arg(out.join("tree_18"))
+            .arg(&installed)
+            .output()
+            .unwrap();
+        assert!(
+            diff.status.success(),
+            "{systemd}: the installed tree differs from the build output's:\n{}",
+            String::from_utf8_lossy(&diff.stdout)
+        );
+        let mode = std::fs::metadata(installed.join("usr/lib/app/tool"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755, "{systemd}: the executable bit");
+        let link = std::fs::read_link(installed.join("os-release")).unwrap();
+        assert_eq!(
+            link,
+            Path::new("/etc/os-release"),
+            "{systemd}: a link stays a link"
+        );
+    }
+}
