@@ -65,6 +65,28 @@ struct Raw {
     nix: Option<RawNix>,
     #[serde(default)]
     checks: RawChecks,
+    #[serde(default)]
+    specifiers: RawSpecifiers,
+}
+
+/// `[specifiers]`: what the devices' os-release says, for `%w` and the like
+/// in transfer files (keys are the specifier letters).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSpecifiers {
+    w: Option<String>,
+    #[serde(rename = "W")]
+    variant_id: Option<String>,
+    o: Option<String>,
+    #[serde(rename = "B")]
+    build_id: Option<String>,
+    #[serde(rename = "A")]
+    image_version: Option<String>,
+    #[serde(rename = "M")]
+    image_id: Option<String>,
+    /// An os-release file to take the values not given from.
+    #[serde(rename = "os-release")]
+    os_release: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -203,6 +225,9 @@ pub struct Config {
     pub nix: Option<Nix>,
     /// `[checks]`: what preflight compares payloads with.
     pub checks: crate::preflight::Settings,
+    /// `[specifiers]`: what `%w`, `%W`, `%o`, `%B`, `%A`, `%M` in transfer
+    /// files expand to (`arch` empty: filled per architecture).
+    pub specifiers: crate::transfer::Specifiers,
 }
 
 impl Config {
@@ -444,6 +469,7 @@ impl Config {
             .transpose()?;
 
         let checks = checks(raw.checks, &invalid)?;
+        let specifiers = specifiers(raw.specifiers, &resolve, &invalid)?;
 
         Ok(Config {
             file: file.to_path_buf(),
@@ -454,6 +480,7 @@ impl Config {
             transfers,
             nix,
             checks,
+            specifiers,
         })
     }
 }
@@ -576,6 +603,60 @@ pub fn human_duration(d: Duration) -> String {
         }
     }
     parts.join(" ")
+}
+
+/// `[specifiers]`: each value as given, else from the `os-release` file.
+/// Values go into file names devices look for, so they must be what
+/// MatchPattern literals allow (printable ASCII, none of `/$*?[]!\|@%`).
+fn specifiers(
+    raw: RawSpecifiers,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<crate::transfer::Specifiers, ConfigError> {
+    let mut spec = crate::transfer::Specifiers {
+        version_id: raw.w,
+        variant_id: raw.variant_id,
+        os_id: raw.o,
+        build_id: raw.build_id,
+        image_version: raw.image_version,
+        image_id: raw.image_id,
+        ..Default::default()
+    };
+    let osrel = match &raw.os_release {
+        None => None,
+        Some(path) => {
+            let path = resolve(path);
+            let bytes = std::fs::read(&path).map_err(|e| {
+                invalid(
+                    "specifiers.os-release",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            Some(crate::image::osrel::OsRelease::parse(&bytes).map_err(|e| {
+                invalid("specifiers.os-release", format!("{}: {e}", path.display()))
+            })?)
+        }
+    };
+    for (letter, field, value) in spec.configurable() {
+        if value.is_none() {
+            *value = osrel
+                .as_ref()
+                .and_then(|o| o.get(field))
+                .map(str::to_string);
+        }
+        if let Some(v) = value {
+            if let Some(bad) = v
+                .chars()
+                .find(|c| !c.is_ascii_graphic() || "/$*?[]!\\|@%".contains(*c))
+            {
+                return Err(invalid(
+                    &format!("specifiers.{letter}"),
+                    format!("{v:?} ({field}) has {bad:?}, which cannot be in a published name"),
+                ));
+            }
+        }
+    }
+    Ok(spec)
 }
 
 /// `[checks]`: sizes as bytes or with a binary suffix ("512M" = 512 MiB,
@@ -1110,6 +1191,42 @@ systems = ["x86_64-linux", "arm64"]
             ("esp-sise = 1", "esp-sise"),
         ] {
             let e = err(&format!("{GOOD}[checks]\n{extra}\n"));
+            assert!(e.contains(needle), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn specifiers_section_from_values_and_an_os_release_file() {
+        let c = parse(&format!("{GOOD}[specifiers]\nw = \"40\"\nW = \"\"\n")).unwrap();
+        assert_eq!(c.specifiers.version_id.as_deref(), Some("40"));
+        assert_eq!(c.specifiers.variant_id.as_deref(), Some(""));
+        assert_eq!(c.specifiers.os_id, None);
+        assert_eq!(parse(GOOD).unwrap().specifiers, Default::default());
+
+        let dir = tempfile::tempdir().unwrap();
+        let osrel = dir.path().join("os-release");
+        std::fs::write(&osrel, "ID=fedora\nVERSION_ID=\"41\"\nBUILD_ID=b7\n").unwrap();
+        let text = format!("{GOOD}[specifiers]\nw = \"40\"\nos-release = {osrel:?}\n");
+        let c = parse(&text).unwrap();
+        // Given values win; the file fills in the rest.
+        assert_eq!(c.specifiers.version_id.as_deref(), Some("40"));
+        assert_eq!(c.specifiers.os_id.as_deref(), Some("fedora"));
+        assert_eq!(c.specifiers.build_id.as_deref(), Some("b7"));
+        assert_eq!(c.specifiers.image_id, None);
+
+        for (extra, needle) in [
+            (
+                "w = \"4/0\"",
+                "`specifiers.w`: \"4/0\" (VERSION_ID) has '/'",
+            ),
+            ("o = \"a b\"", "`specifiers.o`"),
+            ("x = \"1\"", "unknown field `x`"),
+            (
+                "os-release = \"/nonexistent/os-release\"",
+                "cannot read /nonexistent/os-release",
+            ),
+        ] {
+            let e = err(&format!("{GOOD}[specifiers]\n{extra}\n"));
             assert!(e.contains(needle), "{extra}: {e}");
         }
     }

@@ -39,6 +39,8 @@ pub enum ReadError {
 pub struct ReadOptions<'a> {
     pub keyring: &'a Keyring,
     pub transfers_dir: &'a Path,
+    /// `[specifiers]`: what `%w` and the like expand to.
+    pub specifiers: &'a transfer::Specifiers,
     pub now: SystemTime,
     /// Signatures expiring within this are reported.
     pub expiry_warning: Duration,
@@ -217,7 +219,7 @@ fn read_arch(
     opts: &ReadOptions,
     problems: &mut Vec<Problem>,
 ) -> Result<ArchView, ReadError> {
-    let transfers = load_transfers(opts.transfers_dir, arch)?;
+    let transfers = load_transfers(opts.transfers_dir, opts.specifiers, arch)?;
     let stored = source.stored(arch)?;
     let mut view = ArchView {
         arch,
@@ -271,15 +273,18 @@ fn read_arch(
     Ok(view)
 }
 
-/// Transfer files with `%a` expanded for one architecture.
-pub fn load_transfers(dir: &Path, arch: Arch) -> Result<Vec<Transfer>, ReadError> {
-    let spec = transfer::Specifiers {
-        arch: arch.systemd().to_string(),
-        ..Default::default()
-    };
-    transfer::load_dir(dir, &spec).map_err(|source| ReadError::Transfers {
-        arch,
-        source: Box::new(source),
+/// Transfer files with `%a` expanded for one architecture, and the other
+/// specifiers as the config gives them.
+pub fn load_transfers(
+    dir: &Path,
+    specifiers: &transfer::Specifiers,
+    arch: Arch,
+) -> Result<Vec<Transfer>, ReadError> {
+    transfer::load_dir(dir, &specifiers.for_arch(arch.systemd())).map_err(|source| {
+        ReadError::Transfers {
+            arch,
+            source: Box::new(source),
+        }
     })
 }
 

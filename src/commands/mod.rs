@@ -196,6 +196,7 @@ pub(crate) fn publisher<'a>(
         store,
         keyring,
         transfers_dir: &config.transfers.dir,
+        specifiers: &config.specifiers,
         keep: config.channel.keep,
         signature_lifetime: config.channel.signature_lifetime,
         expiry_warning: config.channel.expiry_warning,

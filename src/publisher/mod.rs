@@ -106,6 +106,8 @@ pub struct Publisher<'a> {
     /// What devices install; every signature must verify with it.
     pub keyring: &'a Keyring,
     pub transfers_dir: &'a Path,
+    /// `[specifiers]`: what `%w` and the like expand to in transfer files.
+    pub specifiers: &'a crate::transfer::Specifiers,
     /// Versions kept per arch.
     pub keep: usize,
     pub signature_lifetime: Option<Duration>,
@@ -151,6 +153,7 @@ impl<'a> Publisher<'a> {
         let opts = ReadOptions {
             keyring: self.keyring,
             transfers_dir: self.transfers_dir,
+            specifiers: self.specifiers,
             now: self.now,
             expiry_warning: self.expiry_warning,
             deep,

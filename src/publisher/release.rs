@@ -111,7 +111,10 @@ impl Publisher<'_> {
     fn transfers(&self, arches: &[Arch]) -> Result<BTreeMap<Arch, Vec<Transfer>>, PublishError> {
         arches
             .iter()
-            .map(|a| Ok((*a, state::load_transfers(self.transfers_dir, *a)?)))
+            .map(|a| {
+                let t = state::load_transfers(self.transfers_dir, self.specifiers, *a)?;
+                Ok((*a, t))
+            })
             .collect()
     }
 

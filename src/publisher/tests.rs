@@ -13,6 +13,10 @@ use crate::progress::Silent;
 use crate::signing::SecretKey;
 use crate::store::MemoryStore;
 
+/// A channel whose transfers need no `[specifiers]`.
+static NO_SPECIFIERS: std::sync::LazyLock<crate::transfer::Specifiers> =
+    std::sync::LazyLock::new(Default::default);
+
 fn arch(s: &str) -> Arch {
     Arch::parse(s).unwrap()
 }
@@ -69,6 +73,7 @@ impl World {
             store: &self.store,
             keyring: &self.keyring,
             transfers_dir: &self.transfers,
+            specifiers: &NO_SPECIFIERS,
             keep: self.keep,
             signature_lifetime: None,
             expiry_warning: Duration::from_secs(7 * 86400),

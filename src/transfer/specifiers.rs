@@ -5,12 +5,46 @@ use std::fmt;
 
 /// Values for the `%` specifiers the publisher can know. `%A`/`%M` are the
 /// image's os-release `IMAGE_VERSION`/`IMAGE_ID`; `arch` uses systemd's
-/// names (`x86-64`, `arm64`, ...).
-#[derive(Clone, Debug, Default)]
+/// names (`x86-64`, `arm64`, ...). The others come from the device's
+/// os-release, so only the config can say them (`[specifiers]`): a channel
+/// of system extensions for one host OS version publishes names with that
+/// host's `VERSION_ID` in them (`%w`), as the devices will look for them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Specifiers {
     pub arch: String,
     pub image_version: Option<String>,
     pub image_id: Option<String>,
+    /// `%w`: the device's `VERSION_ID`.
+    pub version_id: Option<String>,
+    /// `%W`: the device's `VARIANT_ID`.
+    pub variant_id: Option<String>,
+    /// `%o`: the device's `ID`.
+    pub os_id: Option<String>,
+    /// `%B`: the device's `BUILD_ID`.
+    pub build_id: Option<String>,
+}
+
+impl Specifiers {
+    /// The config key (in `[specifiers]`) and os-release field of each
+    /// specifier the config may set, with where its value lives.
+    pub fn configurable(&mut self) -> [(char, &'static str, &mut Option<String>); 6] {
+        [
+            ('w', "VERSION_ID", &mut self.version_id),
+            ('W', "VARIANT_ID", &mut self.variant_id),
+            ('o', "ID", &mut self.os_id),
+            ('B', "BUILD_ID", &mut self.build_id),
+            ('A', "IMAGE_VERSION", &mut self.image_version),
+            ('M', "IMAGE_ID", &mut self.image_id),
+        ]
+    }
+
+    /// The same values with `%a` for `arch` (systemd's name).
+    pub fn for_arch(&self, arch: &str) -> Specifiers {
+        Specifiers {
+            arch: arch.to_string(),
+            ..self.clone()
+        }
+    }
 }
 
 /// Why a `%` specifier could not be expanded.
@@ -38,6 +72,10 @@ impl fmt::Display for SpecifierProblem {
             Self::Unknown { specifier } => write!(
                 f,
                 "%{specifier} is not a systemd specifier, so systemd would ignore this whole setting; write %% for a literal %"
+            ),
+            Self::DeviceSpecific { specifier, meaning } if "wWoB".contains(*specifier) => write!(
+                f,
+                "%{specifier} expands to the {meaning}; set `{specifier} = \"…\"` in the config's [specifiers] (the value the devices of this channel have) or spell the value out"
             ),
             Self::DeviceSpecific { specifier, meaning } => write!(
                 f,
@@ -82,6 +120,13 @@ pub fn expand_specifiers(
             specifier: s,
             meaning,
         };
+        // What the device's os-release says, when the config says it too.
+        let host = |value: &Option<String>, meaning| {
+            value.clone().ok_or(SpecifierProblem::DeviceSpecific {
+                specifier: s,
+                meaning,
+            })
+        };
         match s {
             '%' => out.push('%'),
             'a' if spec.arch.is_empty() => return Err(not_given("the architecture")),
@@ -97,15 +142,24 @@ pub fn expand_specifiers(
                     .ok_or_else(|| not_given("IMAGE_ID from the image's os-release"))?,
             ),
             'b' => return Err(device("boot ID")),
-            'B' => return Err(device("BUILD_ID from the device's os-release")),
+            'B' => out.push_str(&host(
+                &spec.build_id,
+                "BUILD_ID from the device's os-release",
+            )?),
             'H' => return Err(device("host name")),
             'l' => return Err(device("short host name")),
             'q' => return Err(device("pretty host name")),
             'm' => return Err(device("machine ID")),
-            'o' => return Err(device("ID from the device's os-release")),
+            'o' => out.push_str(&host(&spec.os_id, "ID from the device's os-release")?),
             'v' => return Err(device("running kernel release")),
-            'w' => return Err(device("VERSION_ID from the device's os-release")),
-            'W' => return Err(device("VARIANT_ID from the device's os-release")),
+            'w' => out.push_str(&host(
+                &spec.version_id,
+                "VERSION_ID from the device's os-release",
+            )?),
+            'W' => out.push_str(&host(
+                &spec.variant_id,
+                "VARIANT_ID from the device's os-release",
+            )?),
             'T' => return Err(device("temporary directory")),
             'V' => return Err(device("/var/tmp directory")),
             s if s.is_ascii_alphanumeric() => {
@@ -148,10 +202,18 @@ mod tests {
             arch: "arm64".into(),
             image_version: Some("7".into()),
             image_id: Some("appliance".into()),
+            version_id: Some("40".into()),
+            variant_id: Some("edge".into()),
+            os_id: Some("fedora".into()),
+            build_id: Some("b1".into()),
         };
         assert_eq!(
-            expand_specifiers("%M_%A_%a", &full, 255).unwrap(),
-            "appliance_7_arm64"
+            expand_specifiers("%M_%A_%a-%w-%W-%o-%B-%%", &full, 255).unwrap(),
+            "appliance_7_arm64-40-edge-fedora-b1-%"
         );
+        let e = expand_specifiers("x-%w", &spec(), 255).unwrap_err();
+        assert!(e.to_string().contains("[specifiers]"), "{e}");
+        let e = expand_specifiers("x-%H", &spec(), 255).unwrap_err();
+        assert!(!e.to_string().contains("[specifiers]"), "{e}");
     }
 }

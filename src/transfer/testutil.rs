@@ -40,8 +40,7 @@ MatchPattern=store_@v.img
 pub(super) fn spec() -> Specifiers {
     Specifiers {
         arch: "x86-64".into(),
-        image_version: None,
-        image_id: None,
+        ..Default::default()
     }
 }
 
