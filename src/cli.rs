@@ -183,6 +183,15 @@ pub enum Command {
     /// Exits 1 when a version is incomplete or a file matches no transfer.
     Inspect(InspectArgs),
 
+    /// Write the definitions a device of this channel installs, into DIR
+    ///
+    /// Copies the transfer files of [transfers] dir (with their drop-ins) and
+    /// any *.feature files, after checking them as a release does and that every
+    /// url transfer fetches from this channel's url: the files devices read are
+    /// the ones the publisher checks against. For devices not built with the nix
+    /// module: install DIR as /etc/sysupdate.d.
+    DeviceFiles(DeviceFilesArgs),
+
     /// Print a shell completion script on stdout
     ///
     /// bash: `sysupdate-publish completions bash > /etc/bash_completion.d/sysupdate-publish`;
@@ -214,6 +223,7 @@ impl Command {
             Command::Sign(_) => "sign",
             Command::Sums(_) => "sums",
             Command::Inspect(_) => "inspect",
+            Command::DeviceFiles(_) => "device-files",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",
         }
@@ -225,6 +235,13 @@ pub struct CompletionsArgs {
     /// The shell to complete for
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct DeviceFilesArgs {
+    /// Directory to write into (created when missing), e.g. an image's /etc/sysupdate.d
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]

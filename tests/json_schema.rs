@@ -121,6 +121,7 @@ fn every_example_is_json_with_schema_1() {
         "sums",
         "inspect",
         "man",
+        "device-files",
     ] {
         assert_eq!(docs[heading]["schema"], 1, "{heading}");
     }
@@ -276,4 +277,16 @@ fn plumbing_and_man_match_their_examples() {
 
     let m = json(bin().args(["--json", "man", "--out"]).arg(dir.join("man")));
     assert_documented("man", &m);
+}
+
+#[test]
+fn device_files_matches_its_example() {
+    let ch = common::TestChannel::new("");
+    let out = ch.dir.path().join("etc/sysupdate.d");
+    let done = run(
+        ch.cmd().args(["--json", "device-files", "--out"]).arg(out),
+        0,
+    );
+    let d: Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_documented("device-files", &d);
 }

@@ -1,6 +1,7 @@
 //! The commands: glue between the CLI, configuration and the library modules.
 //! Errors here are `anyhow` with context; the library's typed errors inside.
 
+mod devices;
 mod docs;
 mod operate;
 mod plumbing;
@@ -96,6 +97,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Sign(args) => plumbing::sign(&ctx, args),
         Command::Sums(args) => plumbing::sums(&ctx, args),
         Command::Inspect(args) => plumbing::inspect(&ctx, args),
+        Command::DeviceFiles(args) => devices::device_files(&ctx, args),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(&ctx, args),
     }

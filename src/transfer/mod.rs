@@ -17,12 +17,14 @@ use crate::pattern::{Fields, Pattern, PatternError};
 
 mod builder;
 mod classify;
+mod export;
 mod specifiers;
 #[cfg(test)]
 mod testutil;
 
 use builder::Builder;
 pub use classify::{classify, version_of, Classification, Conflict, VersionSet};
+pub use export::{device_files, DeviceFile};
 pub use specifiers::{expand_specifiers, SpecifierProblem, Specifiers};
 
 /// `[Source] Type=`; the same names serve `[Target] Type=`.
