@@ -48,6 +48,47 @@ struct ArchStatus {
     /// Stored payloads no manifest and no withdrawn version names: leftovers.
     unreferenced: Vec<String>,
     problems: Vec<String>,
+    /// Per optional feature (`Features=`/`RequisiteFeatures=` of the
+    /// transfers), the versions a device with it enabled can install.
+    features: Vec<FeatureStatus>,
+}
+
+#[derive(Serialize)]
+struct FeatureStatus {
+    feature: String,
+    complete: Vec<String>,
+}
+
+/// Which versions are complete for a device that enables `feature` alone:
+/// every transfer it then enables (as systemd decides: any of `Features=`,
+/// all of `RequisiteFeatures=`) has a file of the version.
+fn features(view: &ArchView) -> Vec<FeatureStatus> {
+    let names: std::collections::BTreeSet<&String> = view
+        .transfers
+        .iter()
+        .flat_map(|t| t.features.iter().chain(&t.requisite_features))
+        .collect();
+    names
+        .into_iter()
+        .map(|feature| {
+            let enabled = |name: &String| {
+                view.transfers.iter().any(|t| {
+                    &t.name == name
+                        && (t.features.is_empty() || t.features.contains(feature))
+                        && t.requisite_features.iter().all(|r| r == feature)
+                })
+            };
+            FeatureStatus {
+                feature: feature.clone(),
+                complete: view
+                    .versions
+                    .iter()
+                    .filter(|set| !set.missing.iter().any(enabled))
+                    .map(|set| set.version.clone())
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -125,6 +166,7 @@ fn arch_status(
         .collect();
     st.problems
         .extend(problems.iter().map(|p| format!("{p}: {}", p.fix())));
+    st.features = features(view);
     st
 }
 
@@ -388,6 +430,16 @@ fn print_arch(ctx: &Ctx, st: &ArchStatus) {
             v.version,
             human_bytes(v.size),
             if v.complete { "complete" } else { "INCOMPLETE" }
+        ));
+    }
+    for f in &st.features {
+        ui.report(format!(
+            "  feature {}: {}",
+            f.feature,
+            match f.complete.is_empty() {
+                true => "no complete version (devices that enable it get no update)".into(),
+                false => format!("complete in {}", f.complete.join(", ")),
+            }
         ));
     }
     if let Some(bb) = &st.best_before {
