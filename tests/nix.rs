@@ -401,3 +401,59 @@ fn rings_that_overlap_or_do_not_parse_are_refused_by_nix() {
     );
     assert!(err.contains("rolloutTag"), "{err}");
 }
+
+/// examples/sysext: nix builds the extension for host version 40 and its
+/// data directory; the release publishes the names a device with
+/// VERSION_ID=40 looks for, and `device-files` hands devices the very
+/// transfer files the release was checked against.
+#[test]
+fn the_sysext_example_publishes_names_for_its_host_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keygen();
+    let example = repo().join("examples/sysext");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[channel]\nstore = \"public\"\nurl = \"https://updates.example.com/sysext\"\n\
+             [signing]\nsecret-key = {:?}\nkeyring = {:?}\n\
+             [transfers]\ndir = {:?}\n[specifiers]\nw = \"40\"\n\
+             [nix]\nflake = \"path:{}\"\nattribute = \"packages.{{system}}.tools_{{version}}\"\nsystems = [\"x86_64-linux\", \"aarch64-linux\", \"riscv64-linux\"]\n",
+            keys.secret,
+            keys.keyring,
+            example.join("sysupdate.d"),
+            example.display()
+        ),
+    )
+    .unwrap();
+    run(
+        nix_env(
+            bin()
+                .arg("--config")
+                .arg(&config)
+                .args(["release", "--version", "2"]),
+        ),
+        0,
+    );
+    let store = dir.path().join("public");
+    assert_channel_verifies(&store, &keys.keyring);
+    for arch in ARCHES {
+        let m = std::fs::read_to_string(store.join(arch).join("SHA256SUMS")).unwrap();
+        for name in [
+            format!("tools-2-40-{arch}.raw.xz"),
+            "tools-data_2.tar.xz".into(),
+        ] {
+            assert!(m.contains(&format!("*{name}\n")), "{arch}: {m}");
+        }
+    }
+    let out = dir.path().join("etc/sysupdate.d");
+    run(
+        bin()
+            .arg("--config")
+            .arg(&config)
+            .args(["device-files", "--out"])
+            .arg(&out),
+        0,
+    );
+    assert_eq!(snapshot(&out), snapshot(&example.join("sysupdate.d")));
+}
