@@ -216,4 +216,27 @@ mod tests {
         let e = expand_specifiers("x-%H", &spec(), 255).unwrap_err();
         assert!(!e.to_string().contains("[specifiers]"), "{e}");
     }
+
+    proptest::proptest! {
+        /// Any text: no panic, never longer than allowed, and text without
+        /// `%` comes back as it was.
+        #[test]
+        fn expansion_is_total_and_bounded(value in "[ -~]{0,40}", w in "[0-9a-z._]{0,8}") {
+            let full = Specifiers {
+                version_id: Some(w.clone()),
+                variant_id: Some(w.clone()),
+                os_id: Some(w.clone()),
+                build_id: Some(w),
+                ..spec()
+            };
+            for s in [&spec(), &full] {
+                if let Ok(out) = expand_specifiers(&value, s, 32) {
+                    proptest::prop_assert!(out.len() <= 32);
+                    if !value.contains('%') {
+                        proptest::prop_assert_eq!(&out, &value);
+                    }
+                }
+            }
+        }
+    }
 }
