@@ -48,6 +48,8 @@ struct ArchStatus {
     /// Stored payloads no manifest and no withdrawn version names: leftovers.
     unreferenced: Vec<String>,
     problems: Vec<String>,
+    /// What systemd ignores or changes in the transfer files (exit 0).
+    warnings: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -125,6 +127,7 @@ fn arch_status(
         .collect();
     st.problems
         .extend(problems.iter().map(|p| format!("{p}: {}", p.fix())));
+    st.warnings = super::transfer_warnings(view);
     st
 }
 
@@ -305,6 +308,8 @@ pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
     for p in &report.problems {
         ctx.ui.report(format!("PROBLEM: {p}"));
     }
+    ctx.ui
+        .warnings_hint(report.arches.iter().map(|a| a.warnings.len()).sum());
     ctx.emit(&report)?;
     Ok(if channel.problems.is_empty() {
         Outcome::Success
@@ -402,4 +407,5 @@ fn print_arch(ctx: &Ctx, st: &ArchStatus) {
     for p in &st.problems {
         ui.report(format!("  PROBLEM: {p}"));
     }
+    ui.report_warnings("  ", &st.warnings);
 }
