@@ -1,9 +1,11 @@
 //! End to end: the real systemd-sysupdate 257 (Debian trixie chroot) fetches
 //! over HTTPS from nginx what `sysupdate-publish release` wrote, verifies it
-//! with the keyring from `keygen`, and installs it (issue 4).
+//! with the keyring from `keygen`, and installs it (issue 4); and the same
+//! from `sysupdate-publish serve` instead of nginx, on 257 and 262 (issue 16).
 //!
 //! Runs as root (as CI does); see tests/e2e/README.md. Every test has its own
-//! channel (a directory store below the shared nginx's document root) and its
+//! channel (a directory store below the shared nginx's document root, or
+//! served by its own `serve`) and its
 //! own device (an overlay of the cached chroot), so the tests run in parallel.
 
 mod common;

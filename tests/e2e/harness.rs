@@ -1,6 +1,7 @@
-//! Rust side of the end-to-end harness (tests/e2e/README.md): nginx, channels
-//! published by `sysupdate-publish release`, and devices running the real
-//! systemd-sysupdate 257 in an overlay of the cached trixie chroot.
+//! Rust side of the end-to-end harness (tests/e2e/README.md): nginx (or
+//! `sysupdate-publish serve`), channels published by `sysupdate-publish
+//! release`, and devices running the real systemd-sysupdate 257 (262) in an
+//! overlay of the cached trixie (sid) chroot.
 //!
 //! Every resource is a guard whose `Drop` releases it (nginx stopped, device
 //! unmounted and deleted), so a failing assertion cleans up too. Each test
