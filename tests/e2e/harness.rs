@@ -1111,6 +1111,16 @@ impl Device {
         }
     }
 
+    /// `update` installs `version`, after which exactly `installed` are
+    /// there, each byte-exact.
+    pub fn updates_to(&self, version: &str, installed: &[&str]) {
+        self.sysupdate(&["update"]).status(0, "update").says(
+            &format!("Successfully installed update '{version}'."),
+            "update",
+        );
+        self.assert_installed(installed);
+    }
+
     /// Every file in the target directories ("uki/appliance_18.efi", …) with
     /// its bytes, temporaries included.
     pub fn installed(&self) -> BTreeMap<String, Vec<u8>> {
