@@ -70,6 +70,27 @@ impl Ui {
         }
     }
 
+    /// Warnings that are part of a report (`verify`'s header checks, what
+    /// systemd ignores in the transfer files): one report line each with
+    /// `-v`; without it they are only counted for [`Ui::warnings_hint`], so
+    /// `verify` and `status` hold back and hint the same way.
+    pub fn report_warnings(&self, indent: &str, warnings: &[String]) {
+        if self.verbose() {
+            for w in warnings {
+                self.report(format!("{indent}warning: {w}"));
+            }
+        }
+    }
+
+    /// The report's last line when [`Ui::report_warnings`] held `count`
+    /// back: a hidden warning nobody hears of is as good as none.
+    pub fn warnings_hint(&self, count: usize) {
+        if count > 0 && !self.verbose() {
+            let s = if count == 1 { "" } else { "s" };
+            self.report(format!("{count} warning{s} (run with -v to see them)"));
+        }
+    }
+
     /// A diagnostic: progress and notes on stderr, silenced by `-q`.
     pub fn info(&self, msg: impl Display) {
         if !self.quiet {

@@ -1,9 +1,11 @@
 //! End to end: the real systemd-sysupdate 257 (Debian trixie chroot) fetches
 //! over HTTPS from nginx what `sysupdate-publish release` wrote, verifies it
-//! with the keyring from `keygen`, and installs it (issue 4).
+//! with the keyring from `keygen`, and installs it (issue 4); and the same
+//! from `sysupdate-publish serve` instead of nginx, on 257 and 262 (issue 16).
 //!
 //! Runs as root (as CI does); see tests/e2e/README.md. Every test has its own
-//! channel (a directory store below the shared nginx's document root) and its
+//! channel (a directory store below the shared nginx's document root, or
+//! served by its own `serve`) and its
 //! own device (an overlay of the cached chroot), so the tests run in parallel.
 
 mod common;
@@ -16,7 +18,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{gpg_verify, keygen, snapshot, stderr};
-use harness::{list_of, listing, store_image, uki, uki_saying, unxz, xz, Channel, Device, ARCH};
+use harness::{
+    list_of, listing, store_image, uki, uki_saying, unxz, xz, Channel, Device, Scheme, Suite, ARCH,
+};
 
 /// The hosting answers a real 404 for the signature names systemd 258 and
 /// later try before SHA256SUMS.gpg (anything else makes them give up), and
@@ -31,11 +35,11 @@ fn hosting_answers_404_for_the_signature_names_newer_clients_try_first() {
         "SHA256SUMS.sha256.gpg",
         "SHA256SUMS.asc",
     ] {
-        let (status, headers) = ch.nginx.get(&format!("{name}/{ARCH}/{missing}"));
+        let (status, headers) = ch.nginx().get(&format!("{name}/{ARCH}/{missing}"));
         assert_eq!(status, 404, "GET {ARCH}/{missing}:\n{headers}");
     }
     for present in ["SHA256SUMS", "SHA256SUMS.gpg", "appliance_18.efi.xz"] {
-        let (status, headers) = ch.nginx.get(&format!("{name}/{ARCH}/{present}"));
+        let (status, headers) = ch.nginx().get(&format!("{name}/{ARCH}/{present}"));
         assert_eq!(status, 200, "GET {ARCH}/{present}:\n{headers}");
         assert!(
             !headers.to_ascii_lowercase().contains("content-encoding"),
@@ -585,4 +589,59 @@ fn installed_versions(dev: &Device) -> Vec<String> {
     versions.sort();
     versions.dedup();
     versions
+}
+
+/// Issue 16: `sysupdate-publish serve` hosts a channel as devices need it.
+/// Over HTTPS with a certificate from a CA the device trusts, the real
+/// systemd-sysupdate 257 (trixie) and 262 (sid) list 18 and 17, install 18
+/// byte for byte, and our `verify --deep` against the served URL finds no
+/// problem and no warning (headers included).
+#[test]
+fn serve_over_https_is_enough_for_systemd_257_and_262_to_install() {
+    let ch = Channel::behind_serve(Scheme::Https, "");
+    assert!(ch.url.starts_with("https://127.0.0.1:"), "{}", ch.url);
+    ch.release("17");
+    ch.release("18");
+    let out = common::run(
+        common::bin()
+            .arg("--config")
+            .arg(&ch.config)
+            .args(["--json", "verify", "--deep", "--ca"])
+            .arg(&ch.ca),
+        0,
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let arch = &report["arches"][0];
+    assert_eq!(arch["newest"], "18", "{report}");
+    assert_eq!(arch["problems"], serde_json::json!([]), "{report}");
+    assert_eq!(arch["warnings"], serde_json::json!([]), "{report}");
+
+    for (suite, systemd) in [
+        (Suite::Trixie, "systemd 257 "),
+        (Suite::Sid, "systemd 262 "),
+    ] {
+        let dev = Device::up_on(suite, &ch, "16");
+        let v = dev.sysupdate(&["--version"]);
+        assert!(
+            v.stdout.starts_with(systemd),
+            "{suite:?}: not {systemd}\n{v}"
+        );
+        dev.sysupdate(&["list"])
+            .status(0, "list")
+            .says("Signature verification succeeded.", "list from serve");
+        assert_eq!(dev.list(), list_of(Some("16"), &["18", "17", "16"]));
+        dev.updates_to("18", &["16", "18"]);
+    }
+}
+
+/// `serve` over plain HTTP (a test VM without a CA): the signature alone
+/// protects the channel, and systemd-sysupdate 257 installs from it.
+#[test]
+fn serve_over_plain_http_is_enough_for_systemd_257_to_install() {
+    let ch = Channel::behind_serve(Scheme::Http, "");
+    assert!(ch.url.starts_with("http://127.0.0.1:"), "{}", ch.url);
+    ch.release("18");
+    let dev = Device::up(&ch, "16");
+    assert_eq!(dev.check_new().as_deref(), Some("18"));
+    dev.updates_to("18", &["16", "18"]);
 }

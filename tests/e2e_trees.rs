@@ -59,11 +59,7 @@ fn a_directory_output_installs_as_that_tree_on_257_and_262() {
         (Suite::Trixie, "systemd 257 "),
         (Suite::Sid, "systemd 262 "),
     ] {
-        let dev = Device::up_bare(suite, &ch.nginx.ca, &ch.keys.keyring, "16");
-        for e in std::fs::read_dir(&ch.transfers).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dev.defs.join(e.file_name())).unwrap();
-        }
+        let dev = Device::up_on(suite, &ch, "16");
         // Version 16 is installed whole: its tree too.
         let target = dev.root.join("var/lib/e2e/tree");
         std::fs::create_dir_all(target.join("tree_16")).unwrap();
@@ -155,12 +151,8 @@ fn a_sysext_named_for_one_host_version_installs_only_on_that_version() {
         (Suite::Sid, "systemd 262 "),
     ] {
         for (version_id, installs) in [("40", true), ("41", false)] {
-            let dev = Device::up_bare(suite, &ch.nginx.ca, &ch.keys.keyring, "16");
-            std::fs::copy(
-                ch.transfers.join("50-tools.transfer"),
-                dev.defs.join("50-tools.transfer"),
-            )
-            .unwrap();
+            // Its only transfer is the extension's.
+            let dev = Device::up_on(suite, &ch, "16");
             std::fs::create_dir_all(dev.root.join("var/lib/e2e/ext")).unwrap();
             let osrel = dev.root.join("etc/os-release");
             let _ = std::fs::remove_file(&osrel);

@@ -227,7 +227,7 @@ fn verify_matches_its_example() {
             .arg("--config")
             .arg(&ch.config)
             .args(["--json", "verify", "--ca"])
-            .arg(&ch.nginx.ca),
+            .arg(&ch.ca),
         0,
     );
     assert_documented("verify", &serde_json::from_slice(&out.stdout).unwrap());

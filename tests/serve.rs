@@ -5,41 +5,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use common::*;
 
-/// A running `serve`; stopped when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(ch: &TestChannel, extra: &[&str]) -> Server {
-    let mut child = ch
-        .cmd()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("http"), "serve printed {line:?}");
-    let url = line.trim().to_string();
-    Server { child, url }
+fn serve(ch: &TestChannel, extra: &[&str]) -> Served {
+    Served::start(
+        ch.cmd()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra),
+        Stdio::null(),
+    )
 }
 
 /// Status line and headers of a curl request (`-I` for HEAD).
@@ -115,30 +92,14 @@ fn a_served_channel_verifies_over_http() {
 fn a_served_channel_verifies_over_https_with_its_ca() {
     let ch = published_channel();
     let tls = tempfile::tempdir().unwrap();
-    let d = tls.path();
-    let sh = format!(
-        "set -e; cd {d:?}
-        openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout ca.key -out ca.crt -days 1 \
-          -subj '/CN=serve test CA' -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
-        openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout server.key -out server.csr -subj /CN=127.0.0.1
-        printf 'basicConstraints=critical,CA:FALSE\\nextendedKeyUsage=serverAuth\\nsubjectAltName=IP:127.0.0.1,DNS:localhost\\n' > ext
-        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -extfile ext -out server.crt"
-    );
-    let out = Command::new("bash").arg("-c").arg(&sh).output().unwrap();
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cert = d.join("server.crt");
-    let key = d.join("server.key");
+    let certs = test_certs(tls.path());
     let server = serve(
         &ch,
         &[
             "--tls-cert",
-            cert.to_str().unwrap(),
+            certs.cert.to_str().unwrap(),
             "--tls-key",
-            key.to_str().unwrap(),
+            certs.key.to_str().unwrap(),
         ],
     );
     assert!(
@@ -146,9 +107,8 @@ fn a_served_channel_verifies_over_https_with_its_ca() {
         "{}",
         server.url
     );
-    let ca = d.join("ca.crt");
-    verify(&ch, &server.url, Some(&ca));
-    check_headers(&server.url, Some(&ca));
+    verify(&ch, &server.url, Some(&certs.ca));
+    check_headers(&server.url, Some(&certs.ca));
 }
 
 #[test]

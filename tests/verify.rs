@@ -13,7 +13,7 @@ fn verify(ch: &Channel, extra: &[&str], expect: i32) -> serde_json::Value {
             .arg("--config")
             .arg(&ch.config)
             .args(["--json", "verify", "--ca"])
-            .arg(&ch.nginx.ca)
+            .arg(&ch.ca)
             .args(extra),
         expect,
     );
@@ -116,7 +116,7 @@ fn verify_reports_on_stdout() {
             .arg("--config")
             .arg(&ch.config)
             .args(["verify", "--ca"])
-            .arg(&ch.nginx.ca),
+            .arg(&ch.ca),
         0,
     );
     let report = common::stdout(&out);

@@ -303,6 +303,15 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Formats a byte count for people.
+/// What systemd ignores or changes in the device's transfer files for one
+/// arch (`file:line: note`), for the reports of `status` and `verify`.
+pub(crate) fn transfer_warnings(view: &crate::channel::state::ArchView) -> Vec<String> {
+    view.transfers
+        .iter()
+        .flat_map(|t| t.warnings.iter().map(ToString::to_string))
+        .collect()
+}
+
 pub(crate) fn human_bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
 }

@@ -51,6 +51,8 @@ struct ArchStatus {
     /// Per optional feature (`Features=`/`RequisiteFeatures=` of the
     /// transfers), the versions a device with it enabled can install.
     features: Vec<FeatureStatus>,
+    /// What systemd ignores or changes in the transfer files (exit 0).
+    warnings: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -167,6 +169,7 @@ fn arch_status(
     st.problems
         .extend(problems.iter().map(|p| format!("{p}: {}", p.fix())));
     st.features = features(view);
+    st.warnings = super::transfer_warnings(view);
     st
 }
 
@@ -347,6 +350,8 @@ pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
     for p in &report.problems {
         ctx.ui.report(format!("PROBLEM: {p}"));
     }
+    ctx.ui
+        .warnings_hint(report.arches.iter().map(|a| a.warnings.len()).sum());
     ctx.emit(&report)?;
     Ok(if channel.problems.is_empty() {
         Outcome::Success
@@ -454,4 +459,5 @@ fn print_arch(ctx: &Ctx, st: &ArchStatus) {
     for p in &st.problems {
         ui.report(format!("  PROBLEM: {p}"));
     }
+    ui.report_warnings("  ", &st.warnings);
 }

@@ -165,11 +165,8 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
         for p in &c.problems {
             ctx.ui.report(format!("  PROBLEM: {p}"));
         }
-        if ctx.ui.verbose() {
-            for w in &c.warnings {
-                ctx.ui.report(format!("  warning: {w}"));
-            }
-        }
+        c.warnings.extend(super::transfer_warnings(view));
+        ctx.ui.report_warnings("  ", &c.warnings);
         checks.push(c);
     }
     let problems: Vec<String> = channel
@@ -181,11 +178,8 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
     for p in &problems {
         ctx.ui.report(format!("PROBLEM: {p}"));
     }
-    let warnings: usize = checks.iter().map(|c| c.warnings.len()).sum();
-    if warnings > 0 && !ctx.ui.verbose() {
-        ctx.ui
-            .report(format!("{warnings} warning(s); run with -v to see them"));
-    }
+    ctx.ui
+        .warnings_hint(checks.iter().map(|c| c.warnings.len()).sum());
     let bad = !problems.is_empty() || checks.iter().any(|c| !c.problems.is_empty());
     ctx.emit(&Report {
         schema: crate::publisher::report::SCHEMA,

@@ -377,3 +377,75 @@ impl TestChannel {
             .count()
     }
 }
+
+/// A running `sysupdate-publish serve`; stopped when dropped.
+pub struct Served {
+    child: std::process::Child,
+    /// What it printed: `http(s)://127.0.0.1:PORT/`.
+    pub url: String,
+}
+
+impl Served {
+    /// Starts `cmd` (our binary with `serve … --listen 127.0.0.1:0`) and
+    /// reads the address from its one stdout line; stderr goes to `log`.
+    pub fn start(cmd: &mut Command, log: Stdio) -> Served {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("run sysupdate-publish serve");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // Before the assertion, so a failed start does not leave it running.
+        let served = Served {
+            child,
+            url: line.trim().to_string(),
+        };
+        assert!(
+            served.url.starts_with("http"),
+            "serve printed {line:?} instead of its address"
+        );
+        served
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A test CA and a server certificate it signed (SAN 127.0.0.1 and
+/// localhost), made by the real openssl through tests/e2e/nginx.sh, the same
+/// as the e2e nginx uses.
+pub struct TestCerts {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn test_certs(dir: &Path) -> TestCerts {
+    let out = run(
+        Command::new(repo().join("tests/e2e/nginx.sh"))
+            .arg("certs")
+            .arg(dir),
+        0,
+    );
+    let text = stdout(&out);
+    let get = |k: &str| -> PathBuf {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("nginx.sh certs did not print {k}: {text}"))
+            .into()
+    };
+    TestCerts {
+        ca: get("E2E_CA="),
+        cert: get("E2E_CERT="),
+        key: get("E2E_KEY="),
+    }
+}

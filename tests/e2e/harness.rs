@@ -1,6 +1,7 @@
-//! Rust side of the end-to-end harness (tests/e2e/README.md): nginx, channels
-//! published by `sysupdate-publish release`, and devices running the real
-//! systemd-sysupdate 257 in an overlay of the cached trixie chroot.
+//! Rust side of the end-to-end harness (tests/e2e/README.md): nginx (or
+//! `sysupdate-publish serve`), channels published by `sysupdate-publish
+//! release`, and devices running the real systemd-sysupdate 257 (262) in an
+//! overlay of the cached trixie (sid) chroot.
 //!
 //! Every resource is a guard whose `Drop` releases it (nginx stopped, device
 //! unmounted and deleted), so a failing assertion cleans up too. Each test
@@ -544,11 +545,30 @@ pub fn nix_ring_etc(url: &str, rings: &[(&str, Option<&str>, &str)], dir: &Path)
     );
 }
 
-/// One channel: a directory store below nginx's document root, served at
-/// `https://localhost:PORT/<name>/`, with its own key and the transfer files
-/// generated from tests/e2e/device.nix by nix/lib.nix.
+/// Who serves a channel to devices.
+pub enum Host {
+    /// The shared nginx (HTTPS with its test CA).
+    Nginx(Arc<Nginx>),
+    /// The channel's own `sysupdate-publish serve` on its store.
+    Serve(common::Served),
+}
+
+/// How `serve` talks to devices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    /// With a certificate from a test CA the device trusts.
+    Https,
+}
+
+/// One channel: a directory store with its own key and the transfer files
+/// generated from tests/e2e/device.nix by nix/lib.nix, served to devices by
+/// the shared nginx (`https://localhost:PORT/<name>/`) or by its own `serve`.
 pub struct Channel {
-    pub nginx: Arc<Nginx>,
+    host: Host,
+    /// The CA devices trust (for a channel served over plain HTTP, one
+    /// nothing uses: devices are always given one).
+    pub ca: PathBuf,
     pub url: String,
     /// The store (`[channel] store`); devices fetch `<store>/x86-64/…`.
     pub store: PathBuf,
@@ -560,13 +580,53 @@ pub struct Channel {
 }
 
 impl Channel {
-    /// `extra` goes into `[channel]`, e.g. `keep = 2`.
+    /// A channel below the shared nginx's document root; `extra` goes into
+    /// `[channel]`, e.g. `keep = 2`.
     pub fn new(extra: &str) -> Channel {
         let nginx = shared_nginx();
         let work = work_dir("channel");
         let name = work.file_name().unwrap().to_string_lossy().into_owned();
         let url = nginx.url(&name);
         let store = nginx.www.join(&name);
+        let ca = nginx.ca.clone();
+        Channel::hosted(Host::Nginx(nginx), ca, url, store, work, extra)
+    }
+
+    /// A channel served by `sysupdate-publish serve STORE` on a free
+    /// loopback port, over `scheme` (HTTPS: a certificate from
+    /// `nginx.sh certs`, whose CA devices get).
+    pub fn behind_serve(scheme: Scheme, extra: &str) -> Channel {
+        private_mounts();
+        preflight();
+        let work = work_dir("channel");
+        let store = work.join("store");
+        // serve wants the directory to exist; release fills it.
+        std::fs::create_dir_all(&store).unwrap();
+        let certs = common::test_certs(&work.join("tls"));
+        let mut cmd = bin();
+        cmd.arg("serve")
+            .arg(&store)
+            .args(["--listen", "127.0.0.1:0"]);
+        if scheme == Scheme::Https {
+            cmd.arg("--tls-cert")
+                .arg(&certs.cert)
+                .arg("--tls-key")
+                .arg(&certs.key);
+        }
+        let log = std::fs::File::create(work.join("serve.log")).unwrap();
+        let served = common::Served::start(&mut cmd, log.into());
+        let url = served.url.trim_end_matches('/').to_string();
+        Channel::hosted(Host::Serve(served), certs.ca, url, store, work, extra)
+    }
+
+    fn hosted(
+        host: Host,
+        ca: PathBuf,
+        url: String,
+        store: PathBuf,
+        work: PathBuf,
+        extra: &str,
+    ) -> Channel {
         let transfers = work.join("sysupdate.d");
         nix_transfers(&url, &transfers);
         let keys = common::keygen();
@@ -583,13 +643,22 @@ impl Channel {
         )
         .unwrap();
         Channel {
-            nginx,
+            host,
+            ca,
             url,
             store,
             work,
             keys,
             transfers,
             config,
+        }
+    }
+
+    /// The nginx serving this channel; panics for a channel `serve` serves.
+    pub fn nginx(&self) -> &Arc<Nginx> {
+        match &self.host {
+            Host::Nginx(n) => n,
+            Host::Serve(_) => panic!("e2e: this channel is served by `serve`, not nginx"),
         }
     }
 
@@ -874,12 +943,12 @@ pub struct Device {
 impl Device {
     /// A trixie (systemd 257) device with `channel`'s transfer files, at `installed`.
     pub fn up(channel: &Channel, installed: &str) -> Device {
-        let device = Device::up_bare(
-            Suite::Trixie,
-            &channel.nginx.ca,
-            &channel.keys.keyring,
-            installed,
-        );
+        Device::up_on(Suite::Trixie, channel, installed)
+    }
+
+    /// A device of `suite` with `channel`'s transfer files, at `installed`.
+    pub fn up_on(suite: Suite, channel: &Channel, installed: &str) -> Device {
+        let device = Device::up_bare(suite, &channel.ca, &channel.keys.keyring, installed);
         for e in std::fs::read_dir(&channel.transfers).unwrap() {
             let e = e.unwrap();
             std::fs::copy(e.path(), device.defs.join(e.file_name())).unwrap();
@@ -1040,6 +1109,16 @@ impl Device {
             serde_json::Value::String(v) => Some(v.clone()),
             other => panic!("check-new: odd \"available\": {other}\n{s}"),
         }
+    }
+
+    /// `update` installs `version`, after which exactly `installed` are
+    /// there, each byte-exact.
+    pub fn updates_to(&self, version: &str, installed: &[&str]) {
+        self.sysupdate(&["update"]).status(0, "update").says(
+            &format!("Successfully installed update '{version}'."),
+            "update",
+        );
+        self.assert_installed(installed);
     }
 
     /// Every file in the target directories ("uki/appliance_18.efi", …) with

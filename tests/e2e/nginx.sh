@@ -3,6 +3,7 @@
 #
 #   tests/e2e/nginx.sh start DIR [HTTPS_PORT|auto] [HTTP_PORT|auto|none]
 #   tests/e2e/nginx.sh stop  DIR
+#   tests/e2e/nginx.sh certs DIR
 #
 # start: creates DIR (mode 755) with
 #     DIR/www/            the document root (put the channel here)
@@ -30,6 +31,10 @@
 #   that a present file gives 200 without Content-Encoding, and (dav-ext) that PROPFIND
 #   works.  Any failure: nginx is stopped again and the script exits non-zero.
 #
+# certs: only the test CA and server certificate of `start` (DIR/ca.crt, DIR/server.crt,
+#   DIR/server.key), for another HTTPS server devices must trust (`sysupdate-publish serve`);
+#   prints E2E_CA=, E2E_CERT= and E2E_KEY=.  Needs only openssl, not root.
+#
 # stop: stops the nginx whose pid is in DIR/nginx.pid (only if that process really is an
 #   nginx master started with DIR/nginx.conf), waits for it and its workers to exit.
 #   Idempotent; exits 0 when nothing is running.
@@ -48,7 +53,7 @@ WEBDAV_PASSWORD=test-password-not-secret
 die() { echo "nginx.sh: ERROR: $*" >&2; exit 1; }
 log() { echo "nginx.sh: $*" >&2; }
 
-usage() { die "usage: $0 start DIR [HTTPS_PORT|auto] [HTTP_PORT|auto|none] | stop DIR"; }
+usage() { die "usage: $0 start DIR [HTTPS_PORT|auto] [HTTP_PORT|auto|none] | stop DIR | certs DIR"; }
 
 # ---------------------------------------------------------------- stop
 master_pid() {  # prints the pid of our nginx master, or nothing
@@ -119,6 +124,15 @@ gen_certs() {
         rm -f "$dir/server.csr"
     fi
     chmod 600 "$dir/ca.key" "$dir/server.key"
+}
+
+do_certs() {
+    local dir
+    command -v openssl >/dev/null || die "openssl not installed"
+    mkdir -p "$1"
+    dir=$(realpath "$1")
+    gen_certs "$dir"
+    printf 'E2E_CA=%s\nE2E_CERT=%s\nE2E_KEY=%s\n' "$dir/ca.crt" "$dir/server.crt" "$dir/server.key"
 }
 
 port_busy() { [[ -n $(ss -Htln "sport = :$1" 2>/dev/null) ]]; }
@@ -257,5 +271,6 @@ do_start() {
 case ${1:-} in
     start) [[ $# -ge 2 && $# -le 4 ]] || usage; shift; do_start "$@" ;;
     stop)  [[ $# -eq 2 ]] || usage; do_stop "$2" ;;
+    certs) [[ $# -eq 2 ]] || usage; do_certs "$2" ;;
     *) usage ;;
 esac
