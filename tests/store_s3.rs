@@ -78,3 +78,61 @@ fn s3_objects_carry_cache_control_and_their_sha256() {
         }
     }
 }
+
+/// A payload larger than one multipart part is read once: its upload hashes
+/// it. S3 takes metadata only before the first part and has no full-object
+/// SHA-256 for multipart uploads (only a composite of the parts'), so the
+/// hash goes to a companion record bound to the object's size and ETag; the
+/// manifest lists the file's own hash, and a rerun and `status` accept it.
+#[test]
+fn s3_multipart_payload_is_hashed_by_its_upload_and_recorded_with_its_etag() {
+    const BIG: usize = 40 << 20; // three 16 MiB parts
+    let moto = Moto::start();
+    let keys = common::keygen();
+    let site = Site::s3(&moto);
+    let ch = Chan::new(&site, &keys, "");
+    let out = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        common::example_output("x86_64-linux", "17").join("appliance_17.efi.xz"),
+        out.path().join("appliance_17.efi.xz"),
+    )
+    .unwrap();
+    let store = out.path().join("store_17.img.xz");
+    hosting::fake_xz(&store, BIG);
+    let want = common::sha256_hex(&std::fs::read(&store).unwrap());
+    let x86 = vec![
+        "release".to_string(),
+        "--output".to_string(),
+        format!("x86-64={}", out.path().display()),
+    ];
+    ch.run(&x86, 0);
+    assert!(
+        ch.manifest("x86-64")
+            .contains(&format!("{want} *store_17.img.xz\n")),
+        "{}",
+        ch.manifest("x86-64")
+    );
+
+    let head = hosting::http("HEAD", &ch.url("x86-64/store_17.img.xz"), b"");
+    assert_eq!(head.status, 200);
+    let etag = head.header("etag").expect("ETag").to_string();
+    assert!(etag.contains('-'), "a multipart upload's ETag: {etag}");
+    assert_eq!(
+        head.header("x-amz-meta-sha256"),
+        None,
+        "metadata went out first"
+    );
+    let record = ch
+        .fetch("x86-64/.sha256/store_17.img.xz")
+        .expect("the companion record");
+    assert_eq!(
+        String::from_utf8(record).unwrap(),
+        format!("{want} {BIG} {etag}\n")
+    );
+
+    // A rerun with nothing new (stamp cache bypassed), and status.
+    let mut rerun = x86.clone();
+    rerun.insert(1, "--deep".into());
+    ch.run(&rerun, 0);
+    ch.run(&strs(&["status"]), 0);
+}
