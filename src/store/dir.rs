@@ -878,7 +878,7 @@ mod tests {
     fn payloads_are_copied_with_their_hash_checked_and_changed_sources_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let store = DirStore::new(tmp.path().join("store"), 1);
-        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 31 >> 3) as u8).collect();
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| ((i * 31) >> 3) as u8).collect();
         let staged = tmp.path().join("staged");
         fs::write(&staged, &data).unwrap();
         let want = hash::hash_file(&staged).unwrap().0;
