@@ -25,10 +25,11 @@
 //!
 //! A payload reaches the pool as cheaply as the filesystem allows: a hard
 //! link for an immutable `/nix/store` file on the same filesystem, else a
-//! reflink (`FICLONE`: btrfs, XFS, …), else an in-kernel copy
-//! (`copy_file_range`), else read and write. Its hash is the staged one
-//! (checked by the source's stamp) or read from the file; either way the
-//! bytes the manifest lists are the ones stored.
+//! reflink (`FICLONE`: btrfs, XFS, …), else, when its hash is known, an
+//! in-kernel copy (`copy_file_range`), else one read that hashes and writes
+//! (a hash still to learn needs the bytes read anyway). Its hash is the
+//! staged one (checked by the source's stamp) or learned from that read;
+//! either way the bytes the manifest lists are the ones stored.
 //!
 //! The arch links are the only symlinks this store follows, and only when
 //! they point exactly at `.generations/<arch>/<n>`. `.payloads`,
