@@ -138,6 +138,15 @@ fn release_builds_every_system_with_nix_and_publishes_the_store_files() {
         "{m}"
     );
     assert!(!m.contains("_17"), "keep = 2 must have dropped 17:\n{m}");
+    // Pre-compressed nix outputs on the store's filesystem are hard links
+    // to the immutable store files (their read-only mode comes along; a copy
+    // would be 0644), not copies.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(store.join("riscv64/appliance_19.efi.xz")).unwrap();
+        assert_eq!(m.mode() & 0o222, 0, "mode {:o}", m.mode());
+        assert!(m.nlink() >= 3, "links: {}", m.nlink());
+    }
     // The prebuilt example outputs are byte-identical to what nix builds.
     for (system, arch) in SYSTEMS.iter().zip(ARCHES) {
         for name in ["appliance_18.efi.xz", "store_18.img.xz"] {

@@ -13,8 +13,23 @@
 //! new symlink over the old: the manifest, its signature and the payloads
 //! change in one atomic step, so a crash at any instant leaves the old or the
 //! new consistent state on disk, never a manifest with a stale signature.
-//! Every file is written to a temporary, fsynced, then renamed. A flock on
-//! `.sysupdate-publish.lock` serialises concurrent publishers.
+//! Every file is written to a temporary, then renamed. Manifests, signatures
+//! and channel files are fsynced before their rename. Payloads are fsynced
+//! in one pass when a commit names them, before the generation that serves
+//! them is built: writing a release's payloads does not wait on the disk once
+//! per file, and nothing devices can fetch is left unsynced. (After a power
+//! loss, not a crash, a payload uploaded but not yet committed may be
+//! truncated in the pool; the next release finds it with other bytes and
+//! says so.) A flock on `.sysupdate-publish.lock` serialises concurrent
+//! publishers.
+//!
+//! A payload reaches the pool as cheaply as the filesystem allows: a hard
+//! link for an immutable `/nix/store` file on the same filesystem, else a
+//! reflink (`FICLONE`: btrfs, XFS, …), else, when its hash is known, an
+//! in-kernel copy (`copy_file_range`), else one read that hashes and writes
+//! (a hash still to learn needs the bytes read anyway). Its hash is the
+//! staged one (checked by the source's stamp) or learned from that read;
+//! either way the bytes the manifest lists are the ones stored.
 //!
 //! The arch links are the only symlinks this store follows, and only when
 //! they point exactly at `.generations/<arch>/<n>`. `.payloads`,
@@ -288,6 +303,164 @@ impl DirStore {
     }
 }
 
+/// How a payload's bytes reached the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placed {
+    /// Hard link to an immutable `/nix/store` file.
+    Linked,
+    /// Reflink or in-kernel copy: the bytes never passed through us.
+    Kernel,
+    /// Read and written here, through the source's checker.
+    Copied,
+}
+
+/// Puts `source` into the pool as `pool/name` via a temporary and a rename,
+/// without an fsync (the commit that names it syncs it). The bytes are the
+/// staged ones: a hard-linked or kernel-copied file's hash is the staged
+/// hash with the source's stamp unchanged since staging and after the copy,
+/// or, deferred, read from the source through its checker, which learns it
+/// for the manifest only if the stamp still holds.
+fn place_payload(pool: &Path, name: &str, source: &Source) -> Result<(), StoreError> {
+    let tmp = pool.join(DirStore::temp_name(name));
+    let dst = pool.join(name);
+    let result = (|| -> std::io::Result<Placed> {
+        let _ = fs::remove_file(&tmp);
+        if immutable_source(&source.path) {
+            // Hash (or check the stamp) before linking: a link changes the
+            // source's ctime, and the file cannot change afterwards anyway.
+            source.digest()?;
+            if fs::hard_link(&source.path, &tmp).is_ok() {
+                (source.progress)(source.size);
+                return Ok(Placed::Linked);
+            }
+        }
+        let out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        let input = File::open(&source.path)?;
+        // A deferred hash needs the bytes read anyway: then reading them
+        // once, hashing and writing beats an in-kernel copy plus a second
+        // read to hash (measured by scripts/bench-dir). A reflink copies
+        // nothing, so it is always worth trying.
+        let kernel = if source.sha256.get().is_some() {
+            kernel_copy(&input, &out, source.size)?
+        } else {
+            reflink(&input, &out)
+        };
+        if kernel {
+            // What the kernel copied is what was staged when the stamp held
+            // before (checked at the end of the copy's read) and still does.
+            verify_after_kernel_copy(source, &tmp)?;
+            return Ok(Placed::Kernel);
+        }
+        let mut w = BufWriter::with_capacity(1 << 20, out);
+        std::io::copy(&mut source.open()?, &mut w)?;
+        w.into_inner().map_err(|e| e.into_error())?;
+        Ok(Placed::Copied)
+    })();
+    match result.and_then(|_| fs::rename(&tmp, &dst)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(StoreError::io("writing", &dst)(e))
+        }
+    }
+}
+
+/// A file nix made immutable: under `/nix/store` and not writable by
+/// anyone, so a hard link to it can never see other bytes.
+fn immutable_source(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.starts_with("/nix/store")
+        && fs::symlink_metadata(path)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o222 == 0)
+}
+
+/// Copies all of `input` into the empty `out` in the kernel: a reflink
+/// (`FICLONE`) where the filesystem shares extents, else `copy_file_range`.
+/// `Ok(false)`: neither works here (other filesystems, old kernels, special
+/// files), nothing was written and the caller copies by reading.
+fn kernel_copy(input: &File, out: &File, size: u64) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    if reflink(input, out) {
+        return Ok(true);
+    }
+    let (fin, fout) = (input.as_raw_fd(), out.as_raw_fd());
+    let mut left = size;
+    while left > 0 {
+        let want = left.min(1 << 30) as usize;
+        // SAFETY: null offsets: both files' own positions are used.
+        let n = unsafe {
+            libc::copy_file_range(
+                fin,
+                std::ptr::null_mut(),
+                fout,
+                std::ptr::null_mut(),
+                want,
+                0,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            let unsupported = matches!(
+                e.raw_os_error(),
+                Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EBADF)
+            );
+            if unsupported && left == size {
+                return Ok(false);
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break; // shorter than staged: the check after the copy says so
+        }
+        left -= n as u64;
+    }
+    Ok(true)
+}
+
+/// Shares `input`'s extents with the empty `out` (`FICLONE`: btrfs, XFS,
+/// …); `false` where the filesystem cannot (ext4, across filesystems).
+fn reflink(input: &File, out: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an ioctl on two descriptors we own, no pointers passed.
+    unsafe { libc::ioctl(out.as_raw_fd(), libc::FICLONE, input.as_raw_fd()) == 0 }
+}
+
+/// After a kernel copy to `copy`: the source is still the staged file
+/// (stamp) and its hash is known, reading it once if it was deferred.
+/// Without a stamp nothing ties the source's bytes now to the copy's, so
+/// the copy itself is hashed against the known hash.
+fn verify_after_kernel_copy(source: &Source, copy: &Path) -> std::io::Result<()> {
+    let Some(stamp) = source.stamp else {
+        let expected = source.digest()?;
+        let (got, size) = hash::hash_file(copy)?;
+        (source.progress)(size);
+        if got != expected || size != source.size {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{} changed while publishing (copied sha256 {}); stage the release again",
+                    source.path.display(),
+                    hash::to_hex(&got)
+                ),
+            ));
+        }
+        return Ok(());
+    };
+    let unchanged = crate::payload::FileStamp::of(&source.path)? == stamp;
+    if source.sha256.get().is_some() && unchanged {
+        (source.progress)(source.size);
+        return Ok(());
+    }
+    // Deferred: read it through the checker, which learns the hash only
+    // while the stamp still holds (and refuses the file otherwise).
+    std::io::copy(&mut source.open()?, &mut std::io::sink()).map(drop)
+}
+
 /// Writes `dir/name` via temp + fsync + rename + directory fsync. The
 /// temporary is never opened through a link someone left under its name.
 fn write_atomic(
@@ -399,7 +572,7 @@ impl Store for DirStore {
                 path,
                 existing: hash::to_hex(&existing),
             }),
-            None => write_atomic(&pool, name, &mut |w| std::io::copy(&mut source.open()?, w)),
+            None => place_payload(&pool, name, source),
         }
     }
 
@@ -428,6 +601,15 @@ impl Store for DirStore {
         remove_generation(&tmp)?;
         // Left by a crash after building it but before switching to it.
         remove_generation(&dir)?;
+        // The one fsync pass of the payloads this generation serves
+        // (already-clean files cost a system call each).
+        for name in names {
+            let src = pool.join(name);
+            File::open(&src)
+                .and_then(|f| f.sync_all())
+                .map_err(StoreError::io("syncing", &src))?;
+        }
+        sync_dir(&pool).map_err(StoreError::io("syncing", &pool))?;
         fs::create_dir(&tmp).map_err(StoreError::io("creating", &tmp))?;
         for name in names {
             let src = pool.join(name);
@@ -703,6 +885,52 @@ mod tests {
         let path = f.root.join(rel);
         fs::remove_dir_all(&path).unwrap();
         symlink(&f.outside, &path).unwrap();
+    }
+
+    /// A payload copied by the kernel (or by reading where the filesystem
+    /// cannot): the pool holds its bytes, a deferred hash is learned from
+    /// the source, a known one is checked by the stamp, and a source that
+    /// changed since staging is refused with nothing left in the pool.
+    #[test]
+    fn payloads_are_copied_with_their_hash_checked_and_changed_sources_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DirStore::new(tmp.path().join("store"), 1);
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| ((i * 31) >> 3) as u8).collect();
+        let staged = tmp.path().join("staged");
+        fs::write(&staged, &data).unwrap();
+        let want = hash::hash_file(&staged).unwrap().0;
+
+        let deferred = source(&staged);
+        store.put_payload(x86(), "a_1.raw", &deferred).unwrap();
+        assert_eq!(deferred.sha256.get(), Some(want), "learned from the source");
+        let pool = tmp.path().join("store").join(PAYLOADS).join("x86-64");
+        assert_eq!(fs::read(pool.join("a_1.raw")).unwrap(), data);
+
+        let known = Source::from_file(&staged, PayloadDigest::known(want)).unwrap();
+        store.put_payload(x86(), "b_1.raw", &known).unwrap();
+        assert_eq!(fs::read(pool.join("b_1.raw")).unwrap(), data);
+
+        for sha256 in [PayloadDigest::deferred(), PayloadDigest::known(want)] {
+            let s = Source::from_file(&staged, sha256).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let mut other = data.clone();
+            other[7] ^= 1;
+            fs::write(&staged, &other).unwrap(); // same size, new ctime
+            let e = store.put_payload(x86(), "c_1.raw", &s).unwrap_err();
+            assert!(e.to_string().contains("changed while publishing"), "{e}");
+            fs::write(&staged, &data).unwrap();
+        }
+        let left: Vec<String> = entries(&pool)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(
+            !left
+                .iter()
+                .any(|n| n.starts_with("c_1") || n.starts_with(TEMP_PREFIX)),
+            "{left:?}"
+        );
     }
 
     #[test]

@@ -221,8 +221,10 @@ pub trait Store: std::any::Any + Send + Sync {
     }
 
     /// Whether an upload can learn a payload's hash as it sends the bytes
-    /// (see [`crate::payload::PayloadDigest`]); a backend that must send the hash first
-    /// (S3's metadata) has staging hash it, under its own progress bar.
+    /// (see [`crate::payload::PayloadDigest`]); a backend that must send the
+    /// hash first has staging hash it, under its own progress bar. Every
+    /// backend here learns it while uploading (S3 records a hash learned by
+    /// a multipart upload beside the object: see s3.rs).
     fn hashes_while_uploading(&self) -> bool {
         true
     }

@@ -11,9 +11,31 @@
 //!
 //! Payloads up to one part are a single create-only PUT; larger ones are
 //! multipart uploads of [`PART`] bytes, read from disk as they go so memory
-//! stays bounded. Every request carries `x-amz-checksum-sha256`, so the
-//! server verifies each body; the payload's SHA-256 is stored as
-//! `x-amz-meta-sha256`, which makes dedupe and resume a HEAD request.
+//! stays bounded. Every request carries `x-amz-checksum-sha256` of its body
+//! (object_store computes it from the bytes it sends), so the server
+//! verifies each body: for a single PUT that is the full object's SHA-256,
+//! for a multipart upload each part's, and the completed object gets S3's
+//! *composite* checksum (SHA-256 of the parts' SHA-256s). S3 offers a
+//! full-object checksum for multipart uploads only for the CRC algorithms,
+//! never for SHA-256, so the payload's own SHA-256 is computed here as the
+//! parts stream past (the file is read once) and recorded:
+//!
+//! - single PUT: as `x-amz-meta-sha256`, sent with the bytes it describes
+//!   (the body is read into memory, hashed, then sent);
+//! - multipart with the hash already known (the hosting or the history knew
+//!   the name, so staging hashed it): `x-amz-meta-sha256` at creation, as
+//!   metadata must go out before the first part;
+//! - multipart with the hash learned by the upload: metadata can no longer
+//!   be set without rewriting the object, so the hash goes to a small
+//!   companion object `<dir>/.sha256/<name>` that also holds the object's
+//!   size and ETag. [`Backend::head`] trusts it only while the object still
+//!   has that ETag and size (any rewrite of the object changes its ETag), so
+//!   a replaced payload is hashed by reading it, as one without a record is.
+//!
+//! Either record makes dedupe and resume a HEAD request. moto (5.2.1, and
+//! 5.2.5 as read) stores `x-amz-checksum-sha256` without checking it; real
+//! S3 refuses a body that does not match (`BadDigest`), which is the
+//! upload's check there.
 
 use std::io::Read;
 use std::time::Duration;
@@ -36,9 +58,9 @@ use crate::payload::Source;
 /// Multipart part size: large enough for few requests, small enough that
 /// parallel uploads stay well under 200 MiB of memory.
 pub const PART: usize = 16 << 20;
-/// Read size from disk.
-const CHUNK: usize = 1 << 20;
 const SHA256_META: &str = "sha256";
+/// Companion records of payload hashes learned by multipart uploads.
+const SHA256_DIR: &str = ".sha256";
 
 pub struct S3 {
     store: AmazonS3,
@@ -93,11 +115,18 @@ impl S3 {
         Path::parse(&full).map_err(|e| Failure::fatal(format!("{full:?} is not a valid key: {e}")))
     }
 
-    async fn upload_parts(&self, path: &Path, source: &Source) -> Result<(), Failure> {
-        // S3 takes the hash as metadata before the first byte.
-        let sha256 = source.digest().map_err(local)?;
+    /// A multipart upload, reading the file once. Returns the new object's
+    /// ETag and whether its hash still has to be recorded (it was learned
+    /// by this upload, after the metadata went out).
+    async fn upload_parts(
+        &self,
+        path: &Path,
+        source: &Source,
+    ) -> Result<(Option<String>, bool), Failure> {
+        // S3 takes metadata before the first part: only a hash known now.
+        let known = source.sha256.get();
         let options = PutMultipartOptions {
-            attributes: attributes(Cache::Immutable, Some(&sha256)),
+            attributes: attributes(Cache::Immutable, known.as_ref()),
             ..Default::default()
         };
         let upload = self
@@ -108,7 +137,10 @@ impl S3 {
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
         let pumped = self.pump(&mut writer, source).await;
         match pumped {
-            Ok(()) => writer.finish().await.map(drop).map_err(failure),
+            Ok(()) => {
+                let done = writer.finish().await.map_err(failure)?;
+                Ok((done.e_tag, known.is_none()))
+            }
             Err(f) => {
                 // Parts already sent cost storage until aborted.
                 let _ = writer.abort().await;
@@ -117,16 +149,69 @@ impl S3 {
         }
     }
 
+    /// The companion record's key for a payload's key.
+    fn record_key(key: &str) -> String {
+        match key.rsplit_once('/') {
+            Some((dir, name)) => format!("{dir}/{SHA256_DIR}/{name}"),
+            None => format!("{SHA256_DIR}/{key}"),
+        }
+    }
+
+    /// Writes the companion record of a hash learned by a multipart upload.
+    fn write_record(
+        &self,
+        key: &str,
+        sha256: &Digest,
+        size: u64,
+        etag: &str,
+    ) -> Result<(), Failure> {
+        let record = Record {
+            sha256: *sha256,
+            size,
+            etag: etag.to_string(),
+        };
+        self.put_bytes(
+            &Self::record_key(key),
+            record.to_line().as_bytes(),
+            &Cond::Any,
+            Cache::Revalidate,
+        )
+        .map(drop)
+    }
+
+    /// The hash a companion record gives for an object with this size and
+    /// ETag; `None` without a record or when it describes other bytes.
+    fn recorded(
+        &self,
+        key: &str,
+        size: u64,
+        etag: Option<&str>,
+    ) -> Result<Option<Digest>, Failure> {
+        let Some(etag) = etag else {
+            return Ok(None);
+        };
+        let Some((bytes, _)) = self.get(&Self::record_key(key))? else {
+            return Ok(None);
+        };
+        Ok(Record::parse(&bytes)
+            .filter(|r| r.size == size && r.etag == etag)
+            .map(|r| r.sha256))
+    }
+
     /// Feeds the file to the multipart writer, at most `part_slots` parts in
     /// flight. Reading blocks this (the calling) thread, not the runtime's.
     async fn pump(&self, writer: &mut WriteMultipart, source: &Source) -> Result<(), Failure> {
+        // Through the source's checker: it hashes what is sent and learns
+        // the digest before the last byte goes out.
         let mut reader = source.open().map_err(local)?;
         loop {
             writer
                 .wait_for_capacity(self.part_slots)
                 .await
                 .map_err(failure)?;
-            let mut chunk = vec![0u8; CHUNK];
+            // A whole part per read buffer: object_store then sends (and
+            // checksums) it as one piece, without gathering 1 MiB chunks.
+            let mut chunk = vec![0u8; PART];
             let n = read_full(&mut reader, &mut chunk).map_err(local)?;
             if n == 0 {
                 return Ok(());
@@ -147,6 +232,36 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// A payload hash learned by a multipart upload, bound to the object it
+/// describes by size and ETag: `<sha256 hex> <size> <etag>`.
+struct Record {
+    sha256: Digest,
+    size: u64,
+    etag: String,
+}
+
+impl Record {
+    fn to_line(&self) -> String {
+        format!(
+            "{} {} {}\n",
+            hash::to_hex(&self.sha256),
+            self.size,
+            self.etag
+        )
+    }
+
+    fn parse(bytes: &[u8]) -> Option<Record> {
+        let text = std::str::from_utf8(bytes).ok()?.trim_end_matches('\n');
+        let mut fields = text.splitn(3, ' ');
+        let sha256 = hex::decode(fields.next()?).ok()?;
+        Some(Record {
+            sha256: Digest::try_from(sha256.as_slice()).ok()?,
+            size: fields.next()?.parse().ok()?,
+            etag: fields.next()?.to_string(),
+        })
+    }
 }
 
 fn attributes(cache: Cache, sha256: Option<&Digest>) -> Attributes {
@@ -284,11 +399,15 @@ impl Backend for S3 {
         };
         match self.rt.block_on(self.store.get_opts(&path, options)) {
             Ok(r) => {
-                let sha256 = r
+                let mut sha256 = r
                     .attributes
                     .get(&Attribute::Metadata(SHA256_META.into()))
                     .and_then(|v| hex::decode(v.as_ref()).ok())
                     .and_then(|v| Digest::try_from(v.as_slice()).ok());
+                // Only multipart uploads leave a companion record.
+                if sha256.is_none() && r.meta.size > PART as u64 {
+                    sha256 = self.recorded(key, r.meta.size, r.meta.e_tag.as_deref())?;
+                }
                 Ok(Some(Head {
                     size: r.meta.size,
                     etag: r.meta.e_tag,
@@ -364,14 +483,23 @@ impl Backend for S3 {
     fn put_payload(&self, key: &str, source: &Source) -> Result<(), Failure> {
         let path = self.path(key)?;
         if source.size > PART as u64 {
-            return self.rt.block_on(self.upload_parts(&path, source));
+            let (etag, learned) = self.rt.block_on(self.upload_parts(&path, source))?;
+            if learned {
+                let sha256 = source.digest().map_err(local)?;
+                let etag = etag.ok_or_else(|| {
+                    Failure::fatal("the server gave no ETag for the completed upload")
+                })?;
+                self.write_record(key, &sha256, source.size, &etag)?;
+            }
+            return Ok(());
         }
-        let sha256 = source.digest().map_err(local)?;
+        // One read: the source's checker learns the hash as the body fills.
         let mut body = Vec::with_capacity(source.size as usize);
         source
             .open()
             .and_then(|mut r| r.read_to_end(&mut body))
             .map_err(local)?;
+        let sha256 = source.digest().map_err(local)?;
         let options = PutOptions {
             mode: PutMode::Create,
             attributes: attributes(Cache::Immutable, Some(&sha256)),
@@ -395,10 +523,29 @@ impl Backend for S3 {
         if other.bucket != self.bucket {
             return Ok(false);
         }
+        let (from_key, to_key) = (from, to);
         let (from, to) = (other.path(from)?, self.path(to)?);
         self.rt
             .block_on(self.store.copy(&from, &to))
             .map_err(failure)?;
+        // Metadata travels with the copy, a companion record does not; the
+        // copy has an ETag of its own, so the record is written anew.
+        if let Some(theirs) = other.head(from_key)? {
+            let ours = self.head(to_key)?;
+            if let (
+                Some(sha256),
+                Some(Head {
+                    size,
+                    etag: Some(etag),
+                    sha256: None,
+                }),
+            ) = (theirs.sha256, ours)
+            {
+                if size == theirs.size {
+                    self.write_record(to_key, &sha256, size, &etag)?;
+                }
+            }
+        }
         Ok(true)
     }
 
@@ -421,16 +568,16 @@ impl Backend for S3 {
         })
     }
 
+    /// Deletes the object and any companion record of its hash.
     fn delete(&self, key: &str) -> Result<(), Failure> {
-        let path = self.path(key)?;
-        match self.rt.block_on(self.store.delete(&path)) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(failure(e)),
+        for k in [key.to_string(), Self::record_key(key)] {
+            let path = self.path(&k)?;
+            match self.rt.block_on(self.store.delete(&path)) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(failure(e)),
+            }
         }
-    }
-
-    fn hash_before_upload(&self) -> bool {
-        true
+        Ok(())
     }
 
     fn hint(&self, op: Op, failure: &Failure) -> String {

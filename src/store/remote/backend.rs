@@ -168,7 +168,8 @@ pub(crate) trait Backend: std::any::Any + Send + Sync {
     }
     /// Advice for a Denied or Unsupported failure of `op`.
     fn hint(&self, op: Op, failure: &Failure) -> String;
-    /// The payload's hash goes out before its bytes (S3 metadata).
+    /// The payload's hash must go out before its bytes (a backend that can
+    /// record it only as metadata sent with the request); none does now.
     fn hash_before_upload(&self) -> bool {
         false
     }

@@ -5,7 +5,8 @@
 //! - Publisher lock (lock.rs): an object (S3) or collection (WebDAV) created
 //!   only if absent, holding who took it, kept fresh by a heartbeat.
 //! - Payloads: create-only, skipped when already there with the same hash,
-//!   checked after upload (size, and the hash the S3 upload recorded).
+//!   checked after upload (size, and the hash the S3 upload recorded as
+//!   metadata or in its companion record).
 //! - Commit, per arch: the new signature goes to [`PENDING_SIGNATURE`], then
 //!   SHA256SUMS (conditional on the version read with the state), then
 //!   SHA256SUMS.gpg, then the pending copy is deleted. Object stores cannot
