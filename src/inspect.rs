@@ -102,8 +102,9 @@ fn inspect_stream(size: u64, mut input: impl Read) -> std::io::Result<Inspected>
     (&mut input)
         .take(compress::MAGIC_LEN as u64)
         .read_to_end(&mut magic)?;
-    let input = std::io::Cursor::new(magic.clone()).chain(input);
-    match compress::detect(&magic) {
+    let detected = compress::detect(&magic);
+    let input = std::io::Cursor::new(magic).chain(input);
+    match detected {
         Some(detected) => decode(detected, input),
         None => {
             let mut inspector = Inspector::new();

@@ -11,7 +11,6 @@ mod harness;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 use harness::{Channel, Device, Suite};
 
@@ -70,16 +69,10 @@ fn a_directory_output_installs_as_that_tree_on_257_and_262() {
             .status(0, "update")
             .says("Successfully installed update '18'.", "update");
         let installed = target.join("tree_18");
-        let diff = Command::new("diff")
-            .args(["-r", "--no-dereference"])
-            .arg(out.join("tree_18"))
-            .arg(&installed)
-            .output()
-            .unwrap();
-        assert!(
-            diff.status.success(),
-            "{systemd}: the installed tree differs from the build output's:\n{}",
-            String::from_utf8_lossy(&diff.stdout)
+        common::assert_same_tree(
+            &out.join("tree_18"),
+            &installed,
+            &format!("{systemd}: the installed tree"),
         );
         let mode = std::fs::metadata(installed.join("usr/lib/app/tool"))
             .unwrap()

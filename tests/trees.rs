@@ -96,13 +96,7 @@ fn assert_unpacks_to(payload: &[u8], tree: &Path) {
             .arg(&file),
         0,
     );
-    run(
-        Command::new("diff")
-            .args(["-r", "--no-dereference"])
-            .arg(tree)
-            .arg(&root),
-        0,
-    );
+    assert_same_tree(tree, &root, "the unpacked payload");
     let mode = std::fs::metadata(root.join("usr/bin/tool"))
         .unwrap()
         .permissions()

@@ -449,3 +449,21 @@ pub fn test_certs(dir: &Path) -> TestCerts {
         key: get("E2E_KEY="),
     }
 }
+
+/// Asserts that the trees `want` and `got` hold the same names, contents
+/// and links (links compared as links), as the real `diff -r` sees them.
+pub fn assert_same_tree(want: &Path, got: &Path, what: &str) {
+    let diff = Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(want)
+        .arg(got)
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "{what}: {} differs from {}:\n{}",
+        got.display(),
+        want.display(),
+        String::from_utf8_lossy(&diff.stdout)
+    );
+}
