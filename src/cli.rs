@@ -20,7 +20,7 @@ pub fn command() -> clap::Command {
     let mut cmd = Cli::command();
     let hidden: Vec<clap::Arg> = cmd
         .get_arguments()
-        .filter(|a| ["config", "channel"].contains(&a.get_id().as_str()))
+        .filter(|a| ["config", "channel", "component"].contains(&a.get_id().as_str()))
         .map(|a| a.clone().hide(true))
         .collect();
     for name in WITHOUT_CONFIG {
@@ -61,6 +61,12 @@ pub struct Cli {
     /// The channel to work on, for a config with several `[channels.NAME]`
     #[arg(long, global = true, value_name = "NAME", help_heading = GLOBAL)]
     pub channel: Option<String>,
+
+    /// The component to work on (systemd 262): its transfers are in sysupdate.NAME.d
+    /// beside `[transfers] dir`, its versions a stream of their own in the same arch
+    /// directories. Without it, commands work on the OS's own stream (sysupdate.d)
+    #[arg(long, global = true, value_name = "NAME", help_heading = GLOBAL)]
+    pub component: Option<String>,
 
     /// Print the report as one JSON document on stdout (docs/json.md); the human report goes to stderr
     #[arg(long, global = true, help_heading = GLOBAL)]

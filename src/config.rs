@@ -148,6 +148,7 @@ struct RawTransfers {
 struct RawNix {
     flake: Option<String>,
     attribute: String,
+    component_attribute: Option<String>,
     systems: Vec<String>,
 }
 
@@ -459,10 +460,19 @@ impl Config {
                         "needs {system} so each architecture builds its own output".into(),
                     ));
                 }
+                if let Some(a) = &n.component_attribute {
+                    if !a.contains("{component}") {
+                        return Err(invalid(
+                            "nix.component-attribute",
+                            format!("{a:?} needs {{component}} so each component builds its own output (e.g. \"packages.{{system}}.{{component}}_{{version}}\")"),
+                        ));
+                    }
+                }
                 let flake = n.flake.unwrap_or_else(|| ".".into());
                 Ok(Nix {
                     flake: resolve_flake(&flake, &base),
                     attribute: n.attribute,
+                    component_attribute: n.component_attribute,
                     systems,
                 })
             })

@@ -127,6 +127,10 @@ pub struct Entry {
     /// The versions concerned. For a rollback the first is the target and
     /// the others are the versions it withdrew.
     pub versions: Vec<Version>,
+    /// The component whose versions these are; absent for the OS's own
+    /// stream (`sysupdate.d`), so entries before components read alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
     /// version → arch → payload name → sha256 (hex) of the files concerned.
     pub files: Files,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,6 +177,7 @@ pub struct SkippedCheck {
 pub struct Draft {
     pub action: Action,
     pub versions: Vec<Version>,
+    pub component: Option<String>,
     pub files: Files,
     pub reason: Option<String>,
     pub state: State,
@@ -310,6 +315,7 @@ impl Ledger {
             time: humantime::format_rfc3339_seconds(now).to_string(),
             action: draft.action,
             versions: draft.versions,
+            component: draft.component,
             files: draft.files,
             reason: draft.reason,
             signer: key.fingerprint(),
@@ -347,11 +353,15 @@ impl Ledger {
         out.into_bytes()
     }
 
-    /// Versions withdrawn by yank or rollback and not restored since, with
-    /// the entry that withdrew them (its reason and per-arch files).
-    pub fn withdrawn(&self) -> BTreeMap<Version, &Entry> {
+    /// Versions of one stream (the OS: `None`, or a component) withdrawn by
+    /// yank or rollback and not restored since, with the entry that
+    /// withdrew them (its reason and per-arch files).
+    pub fn withdrawn(&self, component: Option<&str>) -> BTreeMap<Version, &Entry> {
         let mut out: BTreeMap<Version, &Entry> = BTreeMap::new();
-        for e in self.entries() {
+        for e in self
+            .entries()
+            .filter(|e| e.component.as_deref() == component)
+        {
             for (i, v) in e.versions.iter().enumerate() {
                 match e.action {
                     Action::Yank => {
@@ -372,9 +382,14 @@ impl Ledger {
 
     /// The files and hashes a version was last published or withdrawn with,
     /// per arch: what `unyank` restores without a re-upload.
-    pub fn files_of(&self, version: &Version) -> BTreeMap<Arch, BTreeMap<String, String>> {
+    pub fn files_of(
+        &self,
+        version: &Version,
+        component: Option<&str>,
+    ) -> BTreeMap<Arch, BTreeMap<String, String>> {
         self.entries()
             .rev()
+            .filter(|e| e.component.as_deref() == component)
             .find_map(|e| e.files.get(version))
             .cloned()
             .unwrap_or_default()
@@ -446,6 +461,7 @@ mod tests {
         Draft {
             action,
             versions: vec![v(version)],
+            component: None,
             files: files(version, name),
             reason: reason.map(str::to_string),
             state: [(x86(), ArchRecord::new(&m, &[(name.to_string(), 7)].into()))].into(),
@@ -474,10 +490,12 @@ mod tests {
         let (key, ring, bytes) = sample();
         let mut l = Ledger::parse(&bytes, &ring).unwrap();
         assert_eq!(l.entries().count(), 3);
-        let w = l.withdrawn();
+        let w = l.withdrawn(None);
         assert_eq!(w.keys().map(|v| v.as_str()).collect::<Vec<_>>(), ["18"]);
         assert_eq!(w[&v("18")].reason.as_deref(), Some("bad"));
-        assert!(l.files_of(&v("18"))[&x86()].contains_key("a_18"));
+        assert!(l.files_of(&v("18"), None)[&x86()].contains_key("a_18"));
+        assert!(l.withdrawn(Some("webapp")).is_empty(), "streams are apart");
+        assert!(l.files_of(&v("18"), Some("webapp")).is_empty());
         let bytes = l
             .append(
                 &key,
@@ -486,7 +504,7 @@ mod tests {
             )
             .unwrap();
         let l = Ledger::parse(&bytes, &ring).unwrap();
-        assert!(l.withdrawn().is_empty());
+        assert!(l.withdrawn(None).is_empty());
         assert_eq!(l.to_bytes(), bytes);
         assert_eq!(l.len(), 4);
         assert_eq!(l.hash_of(4), Some(l.head_hash()));

@@ -55,7 +55,23 @@ pub fn installable(nix: &Nix, arch: Arch, version: Option<&str>) -> Result<Strin
 pub struct Nix {
     pub flake: String,
     pub attribute: String,
+    /// `component-attribute`: what `release --component NAME` builds, with
+    /// `{component}` (and `{system}`, `{version}`) filled in.
+    pub component_attribute: Option<String>,
     pub systems: Vec<Arch>,
+}
+
+impl Nix {
+    /// The `[nix]` that builds `component`'s outputs (the OS's: `None`).
+    pub fn for_component(&self, component: Option<&str>) -> Option<Nix> {
+        let Some(c) = component else {
+            return Some(self.clone());
+        };
+        self.component_attribute.as_ref().map(|a| Nix {
+            attribute: a.replace("{component}", c),
+            ..self.clone()
+        })
+    }
 }
 
 /// Builds the output of every configured system; nix's own progress goes to our stderr.
@@ -123,6 +139,7 @@ mod tests {
         let nix = Nix {
             flake: "path:/f".into(),
             attribute: "packages.{system}.appliance_{version}_update".into(),
+            component_attribute: None,
             systems: vec![],
         };
         let arm = Arch::parse("arm64").unwrap();

@@ -317,9 +317,39 @@ pub fn version_of_names(
     Ok((Version::published(&set.version), warnings))
 }
 
+/// A name of one stream must not be another stream's too: devices of both
+/// would install it. Names both transfers.
+pub fn refuse_collisions<'a>(
+    arch: Arch,
+    component: Option<&str>,
+    own: &[Transfer],
+    others: &[transfer::Stream],
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), Refusal> {
+    for name in names {
+        if let Some((stream, other)) = transfer::component::claimed_elsewhere(others, name) {
+            let ours = own
+                .iter()
+                .find(|t| t.match_source(name).is_some())
+                .map(|t| t.name.as_str())
+                .unwrap_or("?");
+            return Err(Refusal::Other(format!(
+                "{arch}: {name} would be published for transfer {ours} of {} and is also matched by transfer {other} of {stream}: devices of both would install it. Give each stream its own name prefix in MatchPattern=",
+                transfer::component::label(component),
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A withdrawn version comes back only when asked.
-pub fn refuse_withdrawn(ledger: &Ledger, version: &Version, how: &str) -> Result<(), Refusal> {
-    match ledger.withdrawn().get(version) {
+pub fn refuse_withdrawn(
+    ledger: &Ledger,
+    component: Option<&str>,
+    version: &Version,
+    how: &str,
+) -> Result<(), Refusal> {
+    match ledger.withdrawn(component).get(version) {
         Some(e) => Err(Refusal::Withdrawn {
             version: version.clone(),
             action: e.action,
@@ -449,6 +479,7 @@ pub fn plan_release(
     if !opts.unyank {
         refuse_withdrawn(
             &channel.history,
+            channel.component.as_deref(),
             &version,
             "pass --unyank to publish it again",
         )?;
@@ -529,6 +560,15 @@ fn plan_arch<P: Incoming>(
         plan.kept = plan.versions.clone();
         return Ok((plan, vec![]));
     }
+    if let Some(view) = view {
+        refuse_collisions(
+            arch,
+            channel.component.as_deref(),
+            &view.transfers,
+            &view.other_streams(),
+            payloads.iter().map(|p| p.name()),
+        )?;
+    }
     // A name never gets other bytes, also after retention dropped it.
     let names = channel.history.names(arch);
     for p in payloads {
@@ -586,9 +626,10 @@ fn plan_arch<P: Incoming>(
             entries.insert(name.clone(), old.entries[name]);
         }
     }
-    // Entries no transfer knows stay (they are signed by us); status shows them.
+    // Entries no transfer knows stay (they are signed by us; status shows
+    // them), and so do other streams' (the OS, components): not ours to drop.
     if let Some(view) = view {
-        for name in &view.unmatched {
+        for name in view.unmatched.iter().chain(&view.foreign) {
             entries.insert(name.clone(), old.entries[name]);
         }
     }
@@ -651,6 +692,7 @@ pub fn plan_promote(
     if !opts.unyank {
         refuse_withdrawn(
             &channel.history,
+            channel.component.as_deref(),
             version,
             &format!("it was withdrawn on this channel: `sysupdate-publish --channel {} unyank {version}` first", source.channel),
         )?;
@@ -777,7 +819,12 @@ pub fn plan_yank(
     }
     if plan.files.is_empty() {
         // Yanking what is already withdrawn changes nothing (a rerun).
-        if channel.history.withdrawn().contains_key(version) && arches.is_empty() {
+        if channel
+            .history
+            .withdrawn(channel.component.as_deref())
+            .contains_key(version)
+            && arches.is_empty()
+        {
             return Ok(plan);
         }
         return Err(Refusal::NotPublished(version.clone()));
@@ -846,7 +893,8 @@ pub fn plan_unyank(
     reason: Option<String>,
     settings: Settings,
 ) -> Result<Plan, PlanError> {
-    if !channel.history.withdrawn().contains_key(version) {
+    let component = channel.component.as_deref();
+    if !channel.history.withdrawn(component).contains_key(version) {
         // Already back everywhere it was withdrawn from (a rerun): nothing to do.
         let published = channel.arches.values().any(|v| v.set(version).is_some());
         if published
@@ -861,7 +909,7 @@ pub fn plan_unyank(
         }
         return Err(Refusal::NotWithdrawn(version.clone()).into());
     }
-    let recorded = channel.history.files_of(version);
+    let recorded = channel.history.files_of(version, component);
     if recorded.is_empty() {
         return Err(Refusal::NoRecord(version.clone()).into());
     }
@@ -889,10 +937,13 @@ pub fn plan_rollback(
 ) -> Result<Plan, PlanError> {
     refuse_withdrawn(
         &channel.history,
+        channel.component.as_deref(),
         version,
         &format!("bring it back with `sysupdate-publish unyank {version}` first, or roll back to a version that is published"),
     )?;
-    let recorded = channel.history.files_of(version);
+    let recorded = channel
+        .history
+        .files_of(version, channel.component.as_deref());
     let mut plan = Plan::new(Action::Rollback, vec![version.clone()], reason);
     let mut withdrawn = BTreeSet::new();
     for mut ap in every_arch(channel, settings) {
@@ -951,14 +1002,15 @@ pub fn plan_refresh(channel: &Channel, settings: Settings) -> Plan {
 
 /// Payloads of withdrawn versions kept on the hosting (so `unyank` needs no
 /// upload): those of withdrawn versions among the newest `keep` versions
-/// known for the arch, published or withdrawn.
+/// known for the arch, published or withdrawn, in one stream.
 pub fn retained(
     ledger: &Ledger,
+    component: Option<&str>,
     arch: Arch,
     published: &[Version],
     keep: usize,
 ) -> BTreeSet<String> {
-    let withdrawn = ledger.withdrawn();
+    let withdrawn = ledger.withdrawn(component);
     let mut all: Vec<&Version> = published.iter().collect();
     all.extend(withdrawn.keys());
     all.sort_by(|a, b| b.cmp(a));
@@ -969,7 +1021,7 @@ pub fn retained(
         .filter(|v| newest.contains(v))
         .flat_map(|v| {
             ledger
-                .files_of(v)
+                .files_of(v, component)
                 .remove(&arch)
                 .unwrap_or_default()
                 .into_keys()

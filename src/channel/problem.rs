@@ -91,6 +91,9 @@ pub enum Problem {
     /// Devices skip a version that lacks a file for some transfer.
     Incomplete {
         arch: Arch,
+        /// The component the version belongs to (absent: the OS).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        component: Option<String>,
         version: Version,
         missing: Vec<String>,
     },
@@ -98,6 +101,14 @@ pub enum Problem {
     Unmatched {
         arch: Arch,
         file: String,
+    },
+    /// A listed name transfers of two streams (the OS, components) match:
+    /// devices of both would take it as theirs.
+    NameCollision {
+        arch: Arch,
+        file: String,
+        first: String,
+        second: String,
     },
     Expired {
         arch: Arch,
@@ -118,6 +129,7 @@ impl Problem {
             self,
             Problem::Incomplete { .. }
                 | Problem::Unmatched { .. }
+                | Problem::NameCollision { .. }
                 | Problem::Expired { .. }
                 | Problem::ExpiresSoon { .. }
                 | Problem::Interrupted { .. }
@@ -138,6 +150,7 @@ impl Problem {
             | PayloadHash { arch, .. }
             | Incomplete { arch, .. }
             | Unmatched { arch, .. }
+            | NameCollision { arch, .. }
             | Expired { arch, .. }
             | ExpiresSoon { arch, .. } => Some(*arch),
             HistoryUnreadable { .. }
@@ -202,6 +215,9 @@ impl Problem {
             }
             Unmatched { .. } => {
                 "check the transfer files: devices ignore a name no transfer matches".into()
+            }
+            NameCollision { .. } => {
+                "tighten the MatchPattern= of one of the two transfers (give each component its own name prefix), then withdraw the version with `sysupdate-publish --component NAME yank`".into()
             }
             Expired { .. } | ExpiresSoon { .. } => "run `sysupdate-publish refresh`".into(),
         }
@@ -344,16 +360,30 @@ impl std::fmt::Display for Problem {
             ),
             Incomplete {
                 arch,
+                component,
                 version,
                 missing,
             } => write!(
                 f,
-                "{arch}: version {version} is incomplete (no file for {})",
+                "{arch}: {}version {version} is incomplete (no file for {})",
+                component
+                    .as_ref()
+                    .map(|c| format!("component {c} "))
+                    .unwrap_or_default(),
                 missing.join(", ")
             ),
             Unmatched { arch, file } => {
                 write!(f, "{arch}: {file} is listed but matches no transfer file")
             }
+            NameCollision {
+                arch,
+                file,
+                first,
+                second,
+            } => write!(
+                f,
+                "{arch}: {file} is matched by {first} and by {second}: devices of both would install it"
+            ),
             Expired { arch, at } => write!(
                 f,
                 "{arch}: the signature expired at {at}: devices refuse the manifest"

@@ -21,7 +21,7 @@ use crate::manifest::{self, Manifest, PENDING_SIGNATURE, SIGNATURE};
 use crate::progress::Events;
 use crate::signing::{Keyring, SignatureInfo, VerifyError};
 use crate::store::FileInfo;
-use crate::transfer::{self, Transfer, VersionSet};
+use crate::transfer::{self, Stream, Transfer, VersionSet};
 use crate::version::Version;
 
 #[derive(Debug, Error)]
@@ -39,6 +39,9 @@ pub enum ReadError {
 pub struct ReadOptions<'a> {
     pub keyring: &'a Keyring,
     pub transfers_dir: &'a Path,
+    /// The stream read as the channel's versions: the OS (`None`) or a
+    /// component; the other streams' names are told apart and left alone.
+    pub component: Option<&'a str>,
     /// `[specifiers]`: what `%w` and the like expand to.
     pub specifiers: &'a transfer::Specifiers,
     pub now: SystemTime,
@@ -79,6 +82,7 @@ impl Signature {
 #[derive(Clone, Debug)]
 pub struct ArchView {
     pub arch: Arch,
+    /// The selected stream's transfers (see [`ReadOptions::component`]).
     pub transfers: Vec<Transfer>,
     /// SHA-256 (hex) of the served SHA256SUMS, when there is one.
     pub manifest_sha256: Option<String>,
@@ -89,9 +93,23 @@ pub struct ArchView {
     pub stored: BTreeMap<String, FileInfo>,
     /// The listed payloads devices can fetch, with sizes.
     pub served: BTreeMap<String, FileInfo>,
-    /// Published versions, newest first.
+    /// Published versions of the selected stream, newest first.
     pub versions: Vec<VersionSet>,
+    /// Listed names no stream's transfer matches.
     pub unmatched: Vec<String>,
+    /// The other streams (the OS, components) and their published versions.
+    pub others: Vec<StreamVersions>,
+    /// Listed names that belong to another stream: a write on the selected
+    /// one lists them unchanged.
+    pub foreign: BTreeSet<String>,
+}
+
+/// Another stream's published versions in one arch.
+#[derive(Clone, Debug)]
+pub struct StreamVersions {
+    pub stream: Stream,
+    /// Newest first.
+    pub versions: Vec<VersionSet>,
 }
 
 impl ArchView {
@@ -109,9 +127,20 @@ impl ArchView {
             .find(|s| Version::published(&s.version) == *version)
     }
 
-    /// The version a published name belongs to.
+    /// The version a published name belongs to, in whichever stream.
     pub fn version_of(&self, name: &str) -> Option<Version> {
-        transfer::version_of(&self.transfers, name).map(|v| Version::published(&v))
+        transfer::version_of(&self.transfers, name)
+            .or_else(|| {
+                self.others
+                    .iter()
+                    .find_map(|o| transfer::version_of(&o.stream.transfers, name))
+            })
+            .map(|v| Version::published(&v))
+    }
+
+    /// The streams other than the selected one.
+    pub fn other_streams(&self) -> Vec<Stream> {
+        self.others.iter().map(|o| o.stream.clone()).collect()
     }
 }
 
@@ -119,6 +148,8 @@ impl ArchView {
 #[derive(Clone, Debug)]
 pub struct Channel {
     pub location: String,
+    /// The stream read as the channel's versions (absent: the OS).
+    pub component: Option<String>,
     pub arches: BTreeMap<Arch, ArchView>,
     /// The verified history (empty when absent or unreadable).
     pub history: Ledger,
@@ -200,6 +231,7 @@ pub fn read(source: &dyn Source, opts: &ReadOptions) -> Result<Channel, ReadErro
 
     let mut channel = Channel {
         location: source.describe(),
+        component: opts.component.map(str::to_owned),
         arches,
         history,
         history_bytes,
@@ -219,11 +251,20 @@ fn read_arch(
     opts: &ReadOptions,
     problems: &mut Vec<Problem>,
 ) -> Result<ArchView, ReadError> {
-    let transfers = load_transfers(opts.transfers_dir, opts.specifiers, arch)?;
+    let mut streams = load_streams(opts.transfers_dir, opts.specifiers, opts.component, arch)?;
+    let transfers = streams.remove(0).transfers;
     let stored = source.stored(arch)?;
     let mut view = ArchView {
         arch,
         transfers,
+        others: streams
+            .into_iter()
+            .map(|stream| StreamVersions {
+                stream,
+                versions: vec![],
+            })
+            .collect(),
+        foreign: BTreeSet::new(),
         manifest_sha256: None,
         manifest: Manifest::default(),
         signature: Signature::None,
@@ -262,30 +303,83 @@ fn read_arch(
             return Ok(view);
         }
     }
-    let c = transfer::classify(
-        &view.transfers,
-        view.manifest.entries.keys().map(String::as_str),
-    );
-    view.versions = c.versions;
-    view.unmatched = c.unmatched;
     let names: Vec<&str> = view.manifest.entries.keys().map(String::as_str).collect();
+    let c = transfer::classify(&view.transfers, names.iter().copied());
+    view.versions = c.versions;
+    let mut owner: BTreeMap<&str, String> = names
+        .iter()
+        .filter(|n| !c.unmatched.iter().any(|u| u == *n))
+        .map(|n| (*n, owner_label(&view.transfers, None, n)))
+        .collect();
+    for other in &mut view.others {
+        let oc = transfer::classify(&other.stream.transfers, names.iter().copied());
+        for name in names
+            .iter()
+            .filter(|n| !oc.unmatched.iter().any(|u| u == *n))
+        {
+            let label = owner_label(
+                &other.stream.transfers,
+                other.stream.component.as_deref(),
+                name,
+            );
+            if let Some(first) = owner.get(name) {
+                problems.push(Problem::NameCollision {
+                    arch,
+                    file: name.to_string(),
+                    first: first.clone(),
+                    second: label.clone(),
+                });
+            }
+            owner.entry(name).or_insert(label);
+            view.foreign.insert(name.to_string());
+        }
+        other.versions = oc.versions;
+    }
+    view.unmatched = c
+        .unmatched
+        .into_iter()
+        .filter(|n| !view.foreign.contains(n))
+        .collect();
     view.served = source.served(arch, &names)?;
     Ok(view)
 }
 
-/// Transfer files with `%a` expanded for one architecture, and the other
-/// specifiers as the config gives them.
+/// "transfer T of STREAM", for the stream's first transfer matching `name`.
+fn owner_label(transfers: &[Transfer], component: Option<&str>, name: &str) -> String {
+    let t = transfers
+        .iter()
+        .find(|t| t.match_source(name).is_some())
+        .map(|t| t.name.as_str())
+        .unwrap_or("?");
+    format!("transfer {t} of {}", transfer::component::label(component))
+}
+
+/// Every stream's transfer files with `%a` expanded for one architecture,
+/// and the other specifiers as the config gives them; `component`'s stream
+/// first (see [`transfer::component::load_streams`]).
+pub fn load_streams(
+    dir: &Path,
+    specifiers: &transfer::Specifiers,
+    component: Option<&str>,
+    arch: Arch,
+) -> Result<Vec<Stream>, ReadError> {
+    transfer::component::load_streams(dir, &specifiers.for_arch(arch.systemd()), component).map_err(
+        |source| ReadError::Transfers {
+            arch,
+            source: Box::new(source),
+        },
+    )
+}
+
+/// The transfers of `component`'s stream for one architecture.
 pub fn load_transfers(
     dir: &Path,
     specifiers: &transfer::Specifiers,
+    component: Option<&str>,
     arch: Arch,
 ) -> Result<Vec<Transfer>, ReadError> {
-    transfer::load_dir(dir, &specifiers.for_arch(arch.systemd())).map_err(|source| {
-        ReadError::Transfers {
-            arch,
-            source: Box::new(source),
-        }
-    })
+    let mut streams = load_streams(dir, specifiers, component, arch)?;
+    Ok(streams.remove(0).transfers)
 }
 
 /// A signature as devices would judge it now; an expired one of ours is
@@ -512,10 +606,16 @@ fn check_published(ch: &mut Channel, opts: &ReadOptions) {
     let mut problems = Vec::new();
     for view in ch.arches.values() {
         let arch = view.arch;
-        for set in &view.versions {
-            if !set.missing.is_empty() {
+        let streams = std::iter::once((opts.component, &view.versions)).chain(
+            view.others
+                .iter()
+                .map(|o| (o.stream.component.as_deref(), &o.versions)),
+        );
+        for (component, versions) in streams {
+            for set in versions.iter().filter(|s| !s.missing.is_empty()) {
                 problems.push(Problem::Incomplete {
                     arch,
+                    component: component.map(str::to_owned),
                     version: Version::published(&set.version),
                     missing: set.missing.clone(),
                 });

@@ -29,11 +29,15 @@ pub(super) fn device_files(ctx: &Ctx, args: DeviceFilesArgs) -> Result<Outcome> 
         .as_ref()
         .map(|n| n.systems.clone())
         .unwrap_or_else(|| crate::arch::Arch::all().take(1).collect());
+    let component = ctx.component.as_deref();
+    let source = transfer::component::dir_of(&config.transfers.dir, component);
     let mut files = Vec::new();
     for arch in &arches {
         let spec = config.specifiers.for_arch(arch.systemd());
-        let (found, transfers) = transfer::device_files(&config.transfers.dir, &spec)
-            .with_context(|| format!("reading {}", config.transfers.dir.display()))?;
+        // Refuses an unknown component, naming the ones there are.
+        transfer::component::load_streams(&config.transfers.dir, &spec, component)?;
+        let (found, transfers) = transfer::device_files(&source, &spec)
+            .with_context(|| format!("reading {}", source.display()))?;
         check_urls(
             &transfers,
             config.channel.url.as_deref(),
@@ -63,8 +67,27 @@ pub(super) fn device_files(ctx: &Ctx, args: DeviceFilesArgs) -> Result<Outcome> 
                 "{} holds {} that {} does not: devices would read them too. Remove them or write into an empty directory",
                 out.display(),
                 stray.join(", "),
-                config.transfers.dir.display()
+                source.display()
             );
+        }
+    }
+    let metadata = component
+        .map(|c| {
+            (
+                c,
+                transfer::component::metadata_file(&config.transfers.dir, c),
+            )
+        })
+        .filter(|(_, m)| m.is_file());
+    if let Some((c, meta)) = &metadata {
+        let dir_name = format!("sysupdate.{c}.d");
+        if out.file_name().and_then(|n| n.to_str()) != Some(dir_name.as_str()) {
+            return Err(UsageError(format!(
+                "--out {}: component {c} has a {} file, which devices read beside the component's directory; name --out {dir_name} (e.g. /etc/{dir_name}) so both land where systemd-sysupdate looks",
+                out.display(),
+                meta.file_name().unwrap_or_default().to_string_lossy()
+            ))
+            .into());
         }
     }
     for f in &files {
@@ -73,13 +96,21 @@ pub(super) fn device_files(ctx: &Ctx, args: DeviceFilesArgs) -> Result<Outcome> 
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         write_atomic(&path, &f.bytes)?;
     }
+    let mut written = ours.iter().cloned().collect::<Vec<_>>();
+    if let Some((_, meta)) = &metadata {
+        let name = meta.file_name().expect("a file");
+        let to = out.parent().unwrap_or(Path::new(".")).join(name);
+        let bytes = std::fs::read(meta).with_context(|| format!("reading {}", meta.display()))?;
+        write_atomic(&to, &bytes)?;
+        written.push(format!("../{}", name.to_string_lossy()));
+    }
     ctx.ui.report(format!(
         "wrote {} device file(s) to {}: {}",
-        files.len(),
+        written.len(),
         out.display(),
-        ours.iter().cloned().collect::<Vec<_>>().join(", ")
+        written.join(", ")
     ));
-    ctx.emit(&serde_json::json!({ "dir": out, "files": ours }))?;
+    ctx.emit(&serde_json::json!({ "dir": out, "files": written }))?;
     Ok(Outcome::Success)
 }
 

@@ -64,6 +64,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         for (given, option) in [
             (cli.config.is_some(), "--config"),
             (cli.channel.is_some(), "--channel"),
+            (cli.component.is_some(), "--component"),
         ] {
             if given {
                 return Err(UsageError(format!(
@@ -79,6 +80,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         json: cli.json,
         config_path: cli.config,
         channel: cli.channel,
+        component: cli.component,
     };
     match cli.command {
         Command::Release(args) => release::run(&ctx, args),
@@ -108,6 +110,8 @@ pub(crate) struct Ctx {
     pub json: bool,
     pub config_path: Option<std::path::PathBuf>,
     pub channel: Option<String>,
+    /// `--component`: the stream to work on (absent: the OS).
+    pub component: Option<String>,
 }
 
 impl Ctx {
@@ -198,6 +202,7 @@ pub(crate) fn publisher<'a>(
         store,
         keyring,
         transfers_dir: &config.transfers.dir,
+        component: ctx.component.as_deref(),
         specifiers: &config.specifiers,
         keep: config.channel.keep,
         signature_lifetime: config.channel.signature_lifetime,

@@ -161,6 +161,14 @@ pub(super) fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<Outcome> {
                 config.file.display()
             ))
         })?;
+        let component = ctx.component.as_deref();
+        let nix = &nix.for_component(component).ok_or_else(|| {
+            UsageError(format!(
+                "no --output given and [nix] in {} has no component-attribute to build component {} from; add e.g. component-attribute = \"packages.{{system}}.{{component}}_{{version}}\" or give --output SYSTEM=PATH",
+                config.file.display(),
+                component.unwrap_or_default()
+            ))
+        })?;
         if nix.attribute.contains("{version}") && args.version.is_none() {
             return Err(UsageError(format!(
                 "the nix attribute {:?} needs {{version}}: pass --version",

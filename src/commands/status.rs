@@ -30,6 +30,9 @@ struct VersionStatus {
 
 #[derive(Serialize)]
 struct Withdrawn {
+    /// The component the version belongs to (absent: the OS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    component: Option<String>,
     version: String,
     action: String,
     time: String,
@@ -45,6 +48,10 @@ struct ArchStatus {
     expires: Option<String>,
     best_before: Option<String>,
     versions: Vec<VersionStatus>,
+    /// The other streams published in this arch (components, or the OS
+    /// with `--component`), each with its own versions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    components: Vec<ComponentStatus>,
     /// Stored payloads no manifest and no withdrawn version names: leftovers.
     unreferenced: Vec<String>,
     problems: Vec<String>,
@@ -53,6 +60,13 @@ struct ArchStatus {
     features: Vec<FeatureStatus>,
     /// What systemd ignores or changes in the transfer files (exit 0).
     warnings: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ComponentStatus {
+    /// `null` for the OS's own stream (sysupdate.d).
+    component: Option<String>,
+    versions: Vec<VersionStatus>,
 }
 
 #[derive(Serialize)]
@@ -141,25 +155,20 @@ fn arch_status(
             .push("no SHA256SUMS: nothing is published here".into());
     }
     st.best_before = view.manifest.best_before.map(|d| d.to_string());
-    for set in &view.versions {
-        let mut v = VersionStatus {
-            version: set.version.clone(),
-            complete: set.is_complete(),
-            size: 0,
-            files: vec![],
-            missing: set.missing.clone(),
-        };
-        for name in set.files.values() {
-            let size = view.served.get(name).map(|f| f.size);
-            v.size += size.unwrap_or(0);
-            v.files.push(FileStatus {
-                name: name.clone(),
-                size,
-                sha256: hash::to_hex(&view.manifest.entries[name]),
-            });
-        }
-        st.versions.push(v);
-    }
+    st.versions = view
+        .versions
+        .iter()
+        .map(|s| version_status(view, s))
+        .collect();
+    st.components = view
+        .others
+        .iter()
+        .filter(|o| !o.versions.is_empty())
+        .map(|o| ComponentStatus {
+            component: o.stream.component.clone(),
+            versions: o.versions.iter().map(|s| version_status(view, s)).collect(),
+        })
+        .collect();
     st.unreferenced = view
         .stored
         .keys()
@@ -171,6 +180,43 @@ fn arch_status(
     st.features = features(view);
     st.warnings = super::transfer_warnings(view);
     st
+}
+
+fn version_status(view: &ArchView, set: &crate::transfer::VersionSet) -> VersionStatus {
+    let mut v = VersionStatus {
+        version: set.version.clone(),
+        complete: set.is_complete(),
+        size: 0,
+        files: vec![],
+        missing: set.missing.clone(),
+    };
+    for name in set.files.values() {
+        let size = view.served.get(name).map(|f| f.size);
+        v.size += size.unwrap_or(0);
+        v.files.push(FileStatus {
+            name: name.clone(),
+            size,
+            sha256: hash::to_hex(&view.manifest.entries[name]),
+        });
+    }
+    v
+}
+
+/// Every stream the channel knows: the selected one first, then the others
+/// any arch reads, then components only the history names.
+fn streams(channel: &Channel) -> Vec<Option<String>> {
+    let mut out = vec![channel.component.clone()];
+    let known = channel
+        .arches
+        .values()
+        .flat_map(|v| v.others.iter().map(|o| o.stream.component.clone()))
+        .chain(channel.history.entries().map(|e| e.component.clone()));
+    for c in known {
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// One channel's versions per arch, for the overview of several channels.
@@ -233,7 +279,7 @@ fn overview(ctx: &Ctx, args: &StatusArgs) -> Result<Outcome> {
             versions,
             withdrawn: channel
                 .history
-                .withdrawn()
+                .withdrawn(channel.component.as_deref())
                 .keys()
                 .map(|v| v.to_string())
                 .collect(),
@@ -301,7 +347,11 @@ pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
     for w in &report.withdrawn {
         // What an operator asks first: why, when, who.
         ctx.ui.report(format!(
-            "{} withdrawn ({}{} at {}, by {})",
+            "{}{} withdrawn ({}{} at {}, by {})",
+            w.component
+                .as_ref()
+                .map(|c| format!("component {c} "))
+                .unwrap_or_default(),
             w.version,
             w.reason
                 .as_deref()
@@ -328,8 +378,13 @@ pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
                 .as_ref()
                 .map(|o| format!(" from {}", o.channel))
                 .unwrap_or_default();
+            let component = e
+                .component
+                .as_ref()
+                .map(|c| format!("component {c} "))
+                .unwrap_or_default();
             ctx.ui.report(format!(
-                "  #{:<3} {} {:<8} {}{from}{}",
+                "  #{:<3} {} {:<8} {component}{}{from}{}",
                 e.seq,
                 e.time,
                 e.action.to_string(),
@@ -369,11 +424,24 @@ fn report(channel: &Channel) -> StatusReport {
             .collect()
     };
     let all: Vec<_> = channel.history.entries().cloned().collect();
-    let withdrawn = channel.history.withdrawn();
+    let withdrawn: Vec<(
+        Option<String>,
+        crate::version::Version,
+        &crate::ledger::Entry,
+    )> = streams(channel)
+        .into_iter()
+        .flat_map(|c| {
+            channel
+                .history
+                .withdrawn(c.as_deref())
+                .into_iter()
+                .map(move |(v, e)| (c.clone(), v, e))
+        })
+        .collect();
     let kept = |arch: Arch| -> std::collections::BTreeSet<String> {
         withdrawn
             .iter()
-            .filter_map(|(v, e)| e.files.get(v).and_then(|a| a.get(&arch)))
+            .filter_map(|(_, v, e)| e.files.get(v).and_then(|a| a.get(&arch)))
             .flat_map(|names| names.keys().cloned())
             .collect()
     };
@@ -387,8 +455,9 @@ fn report(channel: &Channel) -> StatusReport {
             .map(|v| arch_status(v, &per_arch(v.arch), &kept(v.arch)))
             .collect(),
         withdrawn: withdrawn
-            .into_iter()
-            .map(|(v, e)| Withdrawn {
+            .iter()
+            .map(|(c, v, e)| Withdrawn {
+                component: c.clone(),
                 version: v.to_string(),
                 action: e.action.to_string(),
                 time: e.time.clone(),
@@ -415,6 +484,17 @@ fn report(channel: &Channel) -> StatusReport {
     }
 }
 
+fn print_versions(ui: &crate::ui::Ui, indent: &str, versions: &[VersionStatus]) {
+    for v in versions {
+        ui.report(format!(
+            "{indent}{:<12} {:>10}  {}",
+            v.version,
+            human_bytes(v.size),
+            if v.complete { "complete" } else { "INCOMPLETE" }
+        ));
+    }
+}
+
 fn print_arch(ctx: &Ctx, st: &ArchStatus) {
     let ui = &ctx.ui;
     let signer = match (&st.signer, &st.signed) {
@@ -429,13 +509,13 @@ fn print_arch(ctx: &Ctx, st: &ArchStatus) {
         _ => "signature not valid".into(),
     };
     ui.report(format!("{}: {signer}", st.arch));
-    for v in &st.versions {
+    print_versions(ui, "  ", &st.versions);
+    for c in &st.components {
         ui.report(format!(
-            "  {:<12} {:>10}  {}",
-            v.version,
-            human_bytes(v.size),
-            if v.complete { "complete" } else { "INCOMPLETE" }
+            "  {}:",
+            crate::transfer::component::label(c.component.as_deref())
         ));
+        print_versions(ui, "    ", &c.versions);
     }
     for f in &st.features {
         ui.report(format!(

@@ -77,6 +77,7 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
     let opts = ReadOptions {
         keyring: &keyring,
         transfers_dir: &config.transfers.dir,
+        component: ctx.component.as_deref(),
         specifiers: &config.specifiers,
         now: std::time::SystemTime::now(),
         expiry_warning: config.channel.expiry_warning,

@@ -106,6 +106,9 @@ pub struct Publisher<'a> {
     /// What devices install; every signature must verify with it.
     pub keyring: &'a Keyring,
     pub transfers_dir: &'a Path,
+    /// The stream this publisher writes: the OS (`None`) or a component
+    /// (`sysupdate.NAME.d`); the other streams' files are left as they are.
+    pub component: Option<&'a str>,
     /// `[specifiers]`: what `%w` and the like expand to in transfer files.
     pub specifiers: &'a crate::transfer::Specifiers,
     /// Versions kept per arch.
@@ -153,6 +156,7 @@ impl<'a> Publisher<'a> {
         let opts = ReadOptions {
             keyring: self.keyring,
             transfers_dir: self.transfers_dir,
+            component: self.component,
             specifiers: self.specifiers,
             now: self.now,
             expiry_warning: self.expiry_warning,
@@ -373,6 +377,7 @@ impl<'a> Publisher<'a> {
             Draft {
                 action: plan.action,
                 versions: plan.versions.clone(),
+                component: channel.component.clone(),
                 files: plan.files.clone(),
                 reason: plan.reason.clone(),
                 state: state.clone(),
@@ -421,13 +426,23 @@ impl<'a> Publisher<'a> {
                 continue;
             };
             let listed: Vec<&str> = record.files.keys().map(String::as_str).collect();
-            let published: Vec<Version> =
-                transfer::classify(&view.transfers, listed.iter().copied())
+            // Every stream keeps its own withdrawn versions' payloads.
+            let own = (channel.component.as_deref(), view.transfers.as_slice());
+            let others = view
+                .others
+                .iter()
+                .map(|o| (o.stream.component.as_deref(), o.stream.transfers.as_slice()));
+            let mut retained = std::collections::BTreeSet::new();
+            for (component, transfers) in std::iter::once(own).chain(others) {
+                let published: Vec<Version> = transfer::classify(transfers, listed.iter().copied())
                     .versions
                     .iter()
                     .map(|v| Version::published(&v.version))
                     .collect();
-            let retained = plan::retained(history, *arch, &published, self.keep);
+                retained.extend(plan::retained(
+                    history, component, *arch, &published, self.keep,
+                ));
+            }
             let ours = history.names(*arch);
             for name in self.store.list(*arch)?.into_keys() {
                 if record.files.contains_key(&name)
@@ -695,6 +710,7 @@ impl<'a> Publisher<'a> {
             Draft {
                 action: Action::Adopt,
                 versions: vec![],
+                component: None,
                 files: Default::default(),
                 reason: plan.reason.clone(),
                 state,

@@ -112,7 +112,8 @@ impl Publisher<'_> {
         arches
             .iter()
             .map(|a| {
-                let t = state::load_transfers(self.transfers_dir, self.specifiers, *a)?;
+                let t =
+                    state::load_transfers(self.transfers_dir, self.specifiers, self.component, *a)?;
                 Ok((*a, t))
             })
             .collect()
@@ -195,6 +196,15 @@ impl Publisher<'_> {
                 })
                 .collect();
             let (version, warnings) = plan::version_of_names(o.arch, &transfers[&o.arch], &checks)?;
+            let streams =
+                state::load_streams(self.transfers_dir, self.specifiers, self.component, o.arch)?;
+            plan::refuse_collisions(
+                o.arch,
+                self.component,
+                &streams[0].transfers,
+                &streams[1..],
+                o.names.iter().map(|(n, _)| n.as_str()),
+            )?;
             for w in warnings {
                 self.events
                     .warn(format!("{}: version {version}: {w}", o.arch));
@@ -218,7 +228,12 @@ impl Publisher<'_> {
         // too (before the lock, so a refusal costs no lock wait).
         let version = plan::release_version(&transfers, &inputs, req.version.as_deref())?;
         if !req.unyank {
-            plan::refuse_withdrawn(&pre.history, &version, "pass --unyank to publish it again")?;
+            plan::refuse_withdrawn(
+                &pre.history,
+                self.component,
+                &version,
+                "pass --unyank to publish it again",
+            )?;
         }
         self.preflight(&transfers, &inputs, req)?;
         let opts = ReleaseOptions {
@@ -281,6 +296,7 @@ impl Publisher<'_> {
         }
         plan::refuse_withdrawn(
             &from.history,
+            source.component,
             version,
             &format!("it is withdrawn on {source_name}; promote another version"),
         )?;

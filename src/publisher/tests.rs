@@ -73,6 +73,7 @@ impl World {
             store: &self.store,
             keyring: &self.keyring,
             transfers_dir: &self.transfers,
+            component: None,
             specifiers: &NO_SPECIFIERS,
             keep: self.keep,
             signature_lifetime: None,

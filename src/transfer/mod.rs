@@ -17,6 +17,7 @@ use crate::pattern::{Fields, Pattern, PatternError};
 
 mod builder;
 mod classify;
+pub mod component;
 mod export;
 mod specifiers;
 #[cfg(test)]
@@ -24,6 +25,7 @@ mod testutil;
 
 use builder::Builder;
 pub use classify::{classify, version_of, Classification, Conflict, VersionSet};
+pub use component::Stream;
 pub use export::{device_files, DeviceFile};
 pub use specifiers::{expand_specifiers, SpecifierProblem, Specifiers};
 
@@ -104,6 +106,12 @@ pub enum TransferError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("there is no component {name:?}: {} does not exist; {}", .dir.display(), if .known.is_empty() { "this channel has no components (sysupdate.NAME.d beside the transfers directory)".to_string() } else { format!("the components are: {}", .known.join(", ")) })]
+    UnknownComponent {
+        name: String,
+        dir: PathBuf,
+        known: Vec<String>,
     },
     #[error("{}: not valid UTF-8; systemd refuses such lines, save the file as UTF-8", .path.display())]
     NotUtf8 { path: PathBuf },
