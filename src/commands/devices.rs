@@ -29,6 +29,7 @@ pub(super) fn device_files(ctx: &Ctx, args: DeviceFilesArgs) -> Result<Outcome> 
         .as_ref()
         .map(|n| n.systems.clone())
         .unwrap_or_else(|| crate::arch::Arch::all().take(1).collect());
+    super::check_component(ctx, &config)?;
     let component = ctx.component.as_deref();
     let source = transfer::component::dir_of(&config.transfers.dir, component);
     let mut files = Vec::new();

@@ -191,6 +191,27 @@ pub(crate) fn signing_time() -> Result<SystemTime> {
     }
 }
 
+/// `--component NAME` names a `sysupdate.NAME.d` beside `[transfers] dir`:
+/// a typo is a usage error before anything is read.
+pub(crate) fn check_component(ctx: &Ctx, config: &Config) -> Result<()> {
+    let Some(name) = ctx.component.as_deref() else {
+        return Ok(());
+    };
+    let known = crate::transfer::component::list(&config.transfers.dir)?;
+    if known.iter().any(|k| k == name) {
+        return Ok(());
+    }
+    Err(UsageError(
+        crate::transfer::TransferError::UnknownComponent {
+            name: name.to_owned(),
+            dir: crate::transfer::component::dir_of(&config.transfers.dir, Some(name)),
+            known,
+        }
+        .to_string(),
+    )
+    .into())
+}
+
 /// The configured channel's publisher.
 pub(crate) fn publisher<'a>(
     ctx: &'a Ctx,
@@ -198,6 +219,7 @@ pub(crate) fn publisher<'a>(
     store: &'a dyn Store,
     keyring: &'a Keyring,
 ) -> Result<Publisher<'a>> {
+    check_component(ctx, config)?;
     Ok(Publisher {
         store,
         keyring,

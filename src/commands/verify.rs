@@ -74,6 +74,7 @@ pub(super) fn run(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
     // Devices never read the history; what they are served must be what it names.
     let history = store.get_channel_file(LEDGER)?;
     let source = HttpSource::new(&http, &base, arches.clone(), history);
+    super::check_component(ctx, &config)?;
     let opts = ReadOptions {
         keyring: &keyring,
         transfers_dir: &config.transfers.dir,
