@@ -1,7 +1,9 @@
 //! End to end (issue 15): a directory build output, published as a url-tar
 //! payload, is installed by the real systemd-sysupdate 257 (Debian trixie,
 //! GNU tar) and 262 (Debian sid, libarchive) into a `Type=directory` target,
-//! and the installed tree equals the build output's.
+//! and the installed tree equals the build output's; a sysext named for one
+//! host version installs only there; a component published on its own is
+//! installed by 262's `--component=NAME update`, apart from the OS.
 //!
 //! Runs as root, like the rest of the e2e suite (tests/e2e/README.md).
 
@@ -183,4 +185,112 @@ fn a_sysext_named_for_one_host_version_installs_only_on_that_version() {
             }
         }
     }
+}
+
+/// A component's transfer (`sysupdate.webapp.d/50-webapp.transfer`).
+fn webapp_transfer(url: &str) -> String {
+    format!(
+        "[Source]\nType=url-file\nPath={url}/%a/\nMatchPattern=webapp_@v.raw.xz\n\n\
+         [Target]\nType=regular-file\nPath=/var/lib/e2e/webapp\nMatchPattern=webapp_@v.raw\nInstancesMax=2\n"
+    )
+}
+
+/// A component released on its own (`--component webapp release`) is
+/// installed by systemd 262's `--component=webapp update` and by nothing
+/// else: the OS's update takes the OS's version, the component's update
+/// the component's, from one SHA256SUMS. The device's definitions are
+/// written by `device-files`, for the OS and for the component.
+#[test]
+fn a_component_released_on_its_own_installs_with_component_update_on_262() {
+    let ch = Channel::new("");
+    let comp_dir = ch.work.join("sysupdate.webapp.d");
+    std::fs::create_dir_all(&comp_dir).unwrap();
+    std::fs::write(
+        comp_dir.join("50-webapp.transfer"),
+        webapp_transfer(&ch.url),
+    )
+    .unwrap();
+    std::fs::write(
+        ch.work.join("sysupdate.webapp.component"),
+        "[Component]\nDescription=WebApp container image\n",
+    )
+    .unwrap();
+    ch.release("18");
+    let publish = |args: &[&str]| {
+        let out = common::bin()
+            .arg("--config")
+            .arg(&ch.config)
+            .args(["--component", "webapp"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    };
+    let image = harness::store_image("3");
+    let out = ch.work.join("out-webapp-3");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("webapp_3.raw"), &image).unwrap();
+    let output = format!("{}={}", harness::SYSTEM, out.display());
+    publish(&["release", "--output", &output]);
+    let names = ch.served_names();
+    assert!(
+        names.contains(&"webapp_3.raw.xz".to_string())
+            && names.contains(&"appliance_18.efi.xz".to_string()),
+        "{names:?}"
+    );
+
+    // The device's /etc, as device-files writes it.
+    let etc = ch.work.join("etc");
+    let os_defs = etc.join("sysupdate.d");
+    let r = common::bin()
+        .arg("--config")
+        .arg(&ch.config)
+        .args(["device-files", "--out"])
+        .arg(&os_defs)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(0), "{}", common::stderr(&r));
+    let comp_defs = etc.join("sysupdate.webapp.d");
+    publish(&["device-files", "--out", comp_defs.to_str().unwrap()]);
+    assert!(etc.join("sysupdate.webapp.component").is_file());
+
+    let dev = Device::up_bare(Suite::Sid, &ch.ca, &ch.keys.keyring, "16");
+    dev.install_etc(&etc);
+    std::fs::create_dir_all(dev.root.join("var/lib/e2e/webapp")).unwrap();
+    let sysupdate = |args: &[&str]| {
+        let mut all = vec!["/usr/lib/systemd/systemd-sysupdate"];
+        all.extend_from_slice(args);
+        dev.chroot(&all)
+    };
+    let v = sysupdate(&["--version"]);
+    assert!(v.stdout.starts_with("systemd 262 "), "not 262\n{v}");
+    let listed = sysupdate(&["components"]);
+    assert!(listed.stdout.contains("webapp"), "{listed}");
+
+    sysupdate(&["--component=webapp", "update"])
+        .status(0, "component update")
+        .says("Successfully installed update '3'.", "component update");
+    let installed = dev.root.join("var/lib/e2e/webapp/webapp_3.raw");
+    assert!(
+        std::fs::read(&installed).unwrap() == image,
+        "the component's image"
+    );
+    assert!(
+        !dev.root.join("var/lib/e2e/uki/appliance_18.efi").exists(),
+        "a component update installed the OS"
+    );
+
+    sysupdate(&["update"])
+        .status(0, "OS update")
+        .says("Successfully installed update '18'.", "OS update");
+    assert!(dev.root.join("var/lib/e2e/uki/appliance_18.efi").exists());
+    let webapp: Vec<_> = std::fs::read_dir(dev.root.join("var/lib/e2e/webapp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        webapp,
+        ["webapp_3.raw"],
+        "the OS update touched the component"
+    );
 }
