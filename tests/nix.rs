@@ -427,7 +427,7 @@ fn the_sysext_example_publishes_names_for_its_host_version() {
             "[channel]\nstore = \"public\"\nurl = \"https://updates.example.com/sysext\"\n\
              [signing]\nsecret-key = {:?}\nkeyring = {:?}\n\
              [transfers]\ndir = {:?}\n[specifiers]\nw = \"40\"\n\
-             [nix]\nflake = \"path:{}\"\nattribute = \"packages.{{system}}.tools_{{version}}\"\nsystems = [\"x86_64-linux\", \"aarch64-linux\", \"riscv64-linux\"]\n",
+             [nix]\nflake = \"path:{}\"\nattribute = \"packages.{{system}}.tools_{{version}}\"\ncomponent-attribute = \"packages.{{system}}.{{component}}_{{version}}\"\nsystems = [\"x86_64-linux\", \"aarch64-linux\", \"riscv64-linux\"]\n",
             keys.secret,
             keys.keyring,
             example.join("sysupdate.d"),
@@ -465,4 +465,41 @@ fn the_sysext_example_publishes_names_for_its_host_version() {
         0,
     );
     assert_eq!(snapshot(&out), snapshot(&example.join("sysupdate.d")));
+
+    // The webapp component, built by nix from component-attribute, joins
+    // the same arch directories as a stream of its own.
+    run(
+        nix_env(bin().arg("--config").arg(&config).args([
+            "--component",
+            "webapp",
+            "release",
+            "--version",
+            "7",
+        ])),
+        0,
+    );
+    assert_channel_verifies(&store, &keys.keyring);
+    for arch in ARCHES {
+        let m = std::fs::read_to_string(store.join(arch).join("SHA256SUMS")).unwrap();
+        for name in [
+            "webapp_7.raw.xz".to_string(),
+            format!("tools-2-40-{arch}.raw.xz"),
+        ] {
+            assert!(m.contains(&format!("*{name}\n")), "{arch}: {m}");
+        }
+    }
+    let out = dir.path().join("etc/sysupdate.webapp.d");
+    run(
+        bin()
+            .arg("--config")
+            .arg(&config)
+            .args(["--component", "webapp", "device-files", "--out"])
+            .arg(&out),
+        0,
+    );
+    assert_eq!(
+        snapshot(&out),
+        snapshot(&example.join("sysupdate.webapp.d"))
+    );
+    assert!(dir.path().join("etc/sysupdate.webapp.component").is_file());
 }

@@ -42,10 +42,29 @@
         '' ];
       };
 
+      # The webapp component's image `webapp_<version>.raw`: versioned on
+      # its own, released with `sysupdate-publish --component webapp`.
+      webapp = target: version: builtins.derivation {
+        name = "webapp-${archs.${target}}-${version}";
+        system = "x86_64-linux";
+        builder = "/bin/sh";
+        PATH = "/usr/bin:/bin";
+        inherit version;
+        arch = archs.${target};
+        args = [ "-c" ''
+          set -eu
+          mkdir "$out"
+          echo "webapp $version for $arch: a stand-in container image" > "$out/webapp_$version.raw"
+        '' ];
+      };
+
       extensions = target: builtins.listToAttrs (map (v: {
         name = "tools_${v}";
         value = extension target v;
-      }) [ "1" "2" "3" ]);
+      }) [ "1" "2" "3" ] ++ map (v: {
+        name = "webapp_${v}";
+        value = webapp target v;
+      }) [ "7" "8" ]);
     in {
       packages = builtins.mapAttrs (target: _: extensions target) archs;
     };
