@@ -275,3 +275,85 @@ fn device_files_writes_a_components_definitions_and_metadata() {
     names.sort();
     assert_eq!(names, ["50-uki.transfer", "60-store.transfer"]);
 }
+
+/// `--component webapp promote` copies the component's version to another
+/// channel as that channel's component version, beside its OS versions.
+#[test]
+fn promote_moves_a_component_version_between_channels() {
+    let s = Setup::new("", WEBAPP);
+    let keys = keygen();
+    let root = s.dir.path();
+    let config = root.join("two.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[channels.canary]\nstore = {:?}\nurl = \"https://updates.example.com/canary\"\n\
+             [channels.stable]\nstore = {:?}\nurl = \"https://updates.example.com/stable\"\n\
+             [signing]\n{}\n[transfers]\ndir = {:?}\n",
+            root.join("canary"),
+            root.join("stable"),
+            key_file_signing(&keys),
+            root.join("sysupdate.d"),
+        ),
+    )
+    .unwrap();
+    let cmd = |args: &[&str]| {
+        let mut c = bin();
+        c.arg("--config").arg(&config).args(args);
+        c
+    };
+    let os = fake_output(root, "x86_64-linux", "17");
+    for channel in ["canary", "stable"] {
+        run(
+            cmd(&["--channel", channel, "release", "--output"])
+                .arg(format!("x86-64={}", os.display())),
+            0,
+        );
+    }
+    let out = root.join("webapp-3");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("webapp_3.raw"), "webapp 3\n".repeat(50)).unwrap();
+    run(
+        cmd(&[
+            "--channel",
+            "canary",
+            "--component",
+            "webapp",
+            "release",
+            "--output",
+        ])
+        .arg(format!("x86-64={}", out.display())),
+        0,
+    );
+    // Not the OS's version 3: there is none.
+    run(
+        &mut cmd(&["promote", "3", "--from", "canary", "--to", "stable"]),
+        1,
+    );
+    run(
+        &mut cmd(&[
+            "--component",
+            "webapp",
+            "promote",
+            "3",
+            "--from",
+            "canary",
+            "--to",
+            "stable",
+        ]),
+        0,
+    );
+    let status = run(&mut cmd(&["--channel", "stable", "--json", "status"]), 0);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        streams(&status),
+        (vec!["17".into()], vec!["3".into()]),
+        "{status}"
+    );
+    let ledger = std::fs::read_to_string(root.join("stable/ledger.jsonl")).unwrap();
+    let promoted = ledger.lines().last().unwrap();
+    assert!(
+        promoted.contains(r#""action":"promote""#) && promoted.contains(r#""component":"webapp""#),
+        "{promoted}"
+    );
+}

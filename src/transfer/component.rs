@@ -201,6 +201,22 @@ mod tests {
         assert_eq!(claimed_elsewhere(&s[1..], "appliance_3.efi.xz"), None);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any name is judged without panicking, and a valid one is found
+        /// again as the component its directory holds.
+        #[test]
+        fn a_valid_name_round_trips_through_its_directory(name in "\\PC{0,60}") {
+            if valid_name(&name) {
+                let d = tempfile::tempdir().unwrap();
+                let os = d.path().join("sysupdate.d");
+                fs::create_dir(&os).unwrap();
+                fs::create_dir(dir_of(&os, Some(&name))).unwrap();
+                proptest::prop_assert_eq!(list(&os).unwrap(), vec![name.clone()]);
+            }
+        }
+    }
+
     #[test]
     fn names_systemd_refuses_are_not_components() {
         assert!(valid_name("webapp"));
