@@ -25,12 +25,7 @@ struct Setup {
 impl Setup {
     fn new(extra_channel: &str, component_transfer: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let transfers = dir.path().join("sysupdate.d");
-        std::fs::create_dir(&transfers).unwrap();
-        for e in std::fs::read_dir(repo().join("examples/minimal/sysupdate.d")).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), transfers.join(e.file_name())).unwrap();
-        }
+        let transfers = example_transfers_in(dir.path());
         let webapp = dir.path().join("sysupdate.webapp.d");
         std::fs::create_dir(&webapp).unwrap();
         std::fs::write(webapp.join("50-webapp.transfer"), component_transfer).unwrap();

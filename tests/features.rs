@@ -42,12 +42,7 @@ fn output(under: &Path, version: &str, debug: bool) -> std::path::PathBuf {
 #[test]
 fn a_feature_added_later_makes_older_versions_incomplete_for_its_devices_only() {
     let dir = tempfile::tempdir().unwrap();
-    let transfers = dir.path().join("sysupdate.d");
-    std::fs::create_dir(&transfers).unwrap();
-    for e in std::fs::read_dir(repo().join("examples/minimal/sysupdate.d")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), transfers.join(e.file_name())).unwrap();
-    }
+    let transfers = example_transfers_in(dir.path());
     let keys = keygen();
     let store = dir.path().join("public");
     let config = write_config_with(dir.path(), &store, &keys, "", &transfers, "");

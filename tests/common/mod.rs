@@ -209,6 +209,17 @@ fn write_config_file(
     .unwrap();
 }
 
+/// A copy of the example's transfer files in `dir/sysupdate.d`, to add to.
+pub fn example_transfers_in(dir: &Path) -> PathBuf {
+    let transfers = dir.join("sysupdate.d");
+    std::fs::create_dir(&transfers).unwrap();
+    for e in std::fs::read_dir(repo().join("examples/minimal/sysupdate.d")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), transfers.join(e.file_name())).unwrap();
+    }
+    transfers
+}
+
 /// The prebuilt example output of one system and version.
 pub fn example_output(system: &str, version: &str) -> PathBuf {
     repo()
