@@ -65,8 +65,9 @@ struct Raw {
     nix: Option<RawNix>,
     #[serde(default)]
     checks: RawChecks,
+    /// Base values, and `[specifiers.SYSTEM]` tables for one output each.
     #[serde(default)]
-    specifiers: RawSpecifiers,
+    specifiers: toml::Table,
 }
 
 /// `[specifiers]`: what the devices' os-release says, for `%w` and the like
@@ -615,14 +616,53 @@ pub fn human_duration(d: Duration) -> String {
     parts.join(" ")
 }
 
-/// `[specifiers]`: each value as given, else from the `os-release` file.
-/// Values go into file names devices look for, so they must be what
-/// MatchPattern literals allow (printable ASCII, none of `/$*?[]!\|@%`).
+/// `[specifiers]`: each value as given, else from the `os-release` file;
+/// a `[specifiers.SYSTEM]` table (nix system or arch name) gives the values
+/// of that output's devices, over the base ones.
 fn specifiers(
-    raw: RawSpecifiers,
+    raw: toml::Table,
     resolve: &dyn Fn(&str) -> PathBuf,
     invalid: &dyn Fn(&str, String) -> ConfigError,
 ) -> Result<crate::transfer::Specifiers, ConfigError> {
+    let (tables, base): (toml::Table, toml::Table) =
+        raw.into_iter().partition(|(_, v)| v.is_table());
+    let mut spec = specifier_values(base, "specifiers", resolve, invalid)?;
+    for (key, table) in tables {
+        let at = format!("specifiers.{key}");
+        let arch = Arch::parse(&key).map_err(|e| {
+            invalid(
+                &at,
+                format!("{e}; a table in [specifiers] names the output (nix system or arch) whose devices its values are for"),
+            )
+        })?;
+        let toml::Value::Table(table) = table else {
+            unreachable!("partitioned by is_table")
+        };
+        if let Some((inner, _)) = table.iter().find(|(_, v)| v.is_table()) {
+            return Err(invalid(
+                &format!("{at}.{inner}"),
+                "per-output tables hold values, not further tables".into(),
+            ));
+        }
+        let values = specifier_values(table, &at, resolve, invalid)?;
+        spec.per_arch.insert(arch.systemd().to_string(), values);
+    }
+    Ok(spec)
+}
+
+/// One table of specifier values (`w`, `W`, `o`, `B`, `A`, `M`,
+/// `os-release`). Values go into file names devices look for, so they must
+/// be what MatchPattern literals allow (printable ASCII, none of
+/// `/$*?[]!\|@%`).
+fn specifier_values(
+    table: toml::Table,
+    at: &str,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<crate::transfer::Specifiers, ConfigError> {
+    let raw: RawSpecifiers = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| invalid(at, e.message().to_string()))?;
     let mut spec = crate::transfer::Specifiers {
         version_id: raw.w,
         variant_id: raw.variant_id,
@@ -636,15 +676,13 @@ fn specifiers(
         None => None,
         Some(path) => {
             let path = resolve(path);
-            let bytes = std::fs::read(&path).map_err(|e| {
-                invalid(
-                    "specifiers.os-release",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            Some(crate::image::osrel::OsRelease::parse(&bytes).map_err(|e| {
-                invalid("specifiers.os-release", format!("{}: {e}", path.display()))
-            })?)
+            let key = format!("{at}.os-release");
+            let bytes = std::fs::read(&path)
+                .map_err(|e| invalid(&key, format!("cannot read {}: {e}", path.display())))?;
+            Some(
+                crate::image::osrel::OsRelease::parse(&bytes)
+                    .map_err(|e| invalid(&key, format!("{}: {e}", path.display())))?,
+            )
         }
     };
     for (letter, field, value) in spec.configurable() {
@@ -660,7 +698,7 @@ fn specifiers(
                 .find(|c| !c.is_ascii_graphic() || "/$*?[]!\\|@%".contains(*c))
             {
                 return Err(invalid(
-                    &format!("specifiers.{letter}"),
+                    &format!("{at}.{letter}"),
                     format!("{v:?} ({field}) has {bad:?}, which cannot be in a published name"),
                 ));
             }
@@ -1224,6 +1262,21 @@ systems = ["x86_64-linux", "arm64"]
         assert_eq!(c.specifiers.build_id.as_deref(), Some("b7"));
         assert_eq!(c.specifiers.image_id, None);
 
+        // Per output: a table named by nix system or arch, over the base.
+        let text = format!(
+            "{GOOD}[specifiers]\nw = \"40\"\no = \"fedora\"\n[specifiers.riscv64-linux]\nw = \"39\"\n[specifiers.arm64]\nos-release = {osrel:?}\n"
+        );
+        let c = parse(&text).unwrap();
+        let riscv = c.specifiers.for_arch("riscv64");
+        assert_eq!(riscv.version_id.as_deref(), Some("39"));
+        assert_eq!(riscv.os_id.as_deref(), Some("fedora"));
+        let arm = c.specifiers.for_arch("arm64");
+        assert_eq!(arm.version_id.as_deref(), Some("41"));
+        assert_eq!(arm.build_id.as_deref(), Some("b7"));
+        let x86 = c.specifiers.for_arch("x86-64");
+        assert_eq!(x86.version_id.as_deref(), Some("40"));
+        assert_eq!(x86.build_id, None);
+
         for (extra, needle) in [
             (
                 "w = \"4/0\"",
@@ -1231,6 +1284,13 @@ systems = ["x86_64-linux", "arm64"]
             ),
             ("o = \"a b\"", "`specifiers.o`"),
             ("x = \"1\"", "unknown field `x`"),
+            ("[specifiers.mips]\nw = \"1\"", "`specifiers.mips`"),
+            (
+                "[specifiers.arm64]\nq = \"1\"",
+                "`specifiers.arm64`: unknown field `q`",
+            ),
+            ("[specifiers.arm64]\nw = \"a b\"", "`specifiers.arm64.w`"),
+            ("[specifiers.arm64.x]\nw = \"1\"", "`specifiers.arm64.x`"),
             (
                 "os-release = \"/nonexistent/os-release\"",
                 "cannot read /nonexistent/os-release",

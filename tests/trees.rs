@@ -166,3 +166,63 @@ fn a_fifo_or_device_node_in_a_directory_output_is_refused() {
     assert!(err.contains("var/pipe is a fifo"), "{err}");
     assert!(!ch.store.join("x86-64").exists(), "a refusal published");
 }
+
+/// `[specifiers.SYSTEM]`: each output's devices have their own host
+/// version, so each arch publishes the names its devices look for; a name
+/// for another arch's host version is refused.
+#[test]
+fn per_output_specifiers_name_each_arch_for_its_own_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let transfers = dir.path().join("sysupdate.d");
+    std::fs::create_dir(&transfers).unwrap();
+    std::fs::write(
+        transfers.join("50-tools.transfer"),
+        "[Source]\nType=url-file\nPath=https://updates.example.com/stable/%a/\nMatchPattern=tools-@v-%w-%a.raw.xz\n\n\
+         [Target]\nType=regular-file\nPath=/var/lib/extensions.d\nMatchPattern=tools-@v-%w-%a.raw\n",
+    )
+    .unwrap();
+    let keys = keygen();
+    let store = dir.path().join("public");
+    let config = write_config_with(
+        dir.path(),
+        &store,
+        &keys,
+        "",
+        &transfers,
+        "[specifiers]\nw = \"40\"\n[specifiers.aarch64-linux]\nw = \"39\"\n",
+    );
+    let out = |arch: &str, w: &str| {
+        let d = dir.path().join(format!("out-{arch}-{w}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join(format!("tools-2-{w}-{arch}.raw")),
+            format!("{arch} {w}"),
+        )
+        .unwrap();
+        d
+    };
+    let release = |x86: &Path, arm: &Path, expect: i32| {
+        run(
+            bin()
+                .arg("--config")
+                .arg(&config)
+                .args(["release", "--output"])
+                .arg(format!("x86-64={}", x86.display()))
+                .arg("--output")
+                .arg(format!("arm64={}", arm.display())),
+            expect,
+        )
+    };
+    let err = stderr(&release(&out("x86-64", "40"), &out("arm64", "40"), 1));
+    assert!(err.contains("tools-2-40-arm64.raw"), "{err}");
+    release(&out("x86-64", "40"), &out("arm64", "39"), 0);
+    for (arch, name) in [
+        ("x86-64", "tools-2-40-x86-64.raw.xz"),
+        ("arm64", "tools-2-39-arm64.raw.xz"),
+    ] {
+        let m = std::fs::read_to_string(store.join(arch).join("SHA256SUMS")).unwrap();
+        assert!(m.contains(&format!("*{name}\n")), "{arch}: {m}");
+    }
+    // status reads each arch with its own values: nothing unmatched.
+    run(bin().arg("--config").arg(&config).arg("status"), 0);
+}

@@ -22,6 +22,9 @@ pub struct Specifiers {
     pub os_id: Option<String>,
     /// `%B`: the device's `BUILD_ID`.
     pub build_id: Option<String>,
+    /// `[specifiers.SYSTEM]`: the values of one output's devices (systemd
+    /// arch name → values), over these.
+    pub per_arch: std::collections::BTreeMap<String, Specifiers>,
 }
 
 impl Specifiers {
@@ -38,12 +41,25 @@ impl Specifiers {
         ]
     }
 
-    /// The same values with `%a` for `arch` (systemd's name).
+    /// The values for `arch` (systemd's name): `%a`, and its output's own
+    /// values where `[specifiers.SYSTEM]` gives them.
     pub fn for_arch(&self, arch: &str) -> Specifiers {
-        Specifiers {
+        let mut out = Specifiers {
             arch: arch.to_string(),
+            per_arch: Default::default(),
             ..self.clone()
+        };
+        if let Some(own) = self.per_arch.get(arch) {
+            let mut own = own.clone();
+            for ((_, _, mine), (_, _, theirs)) in
+                out.configurable().into_iter().zip(own.configurable())
+            {
+                if theirs.is_some() {
+                    *mine = theirs.take();
+                }
+            }
         }
+        out
     }
 }
 
@@ -206,6 +222,7 @@ mod tests {
             variant_id: Some("edge".into()),
             os_id: Some("fedora".into()),
             build_id: Some("b1".into()),
+            per_arch: Default::default(),
         };
         assert_eq!(
             expand_specifiers("%M_%A_%a-%w-%W-%o-%B-%%", &full, 255).unwrap(),
