@@ -351,4 +351,27 @@ fn promote_moves_a_component_version_between_channels() {
         promoted.contains(r#""action":"promote""#) && promoted.contains(r#""component":"webapp""#),
         "{promoted}"
     );
+
+    // The overview of both channels shows each stream's versions.
+    let out = run(&mut cmd(&["--json", "status"]), 0);
+    let overview: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for c in overview["channels"].as_array().unwrap() {
+        assert_eq!(c["versions"]["x86-64"][0], "17", "{overview}");
+        assert_eq!(c["components"][0]["component"], "webapp", "{overview}");
+        assert_eq!(
+            c["components"][0]["versions"]["x86-64"][0], "3",
+            "{overview}"
+        );
+    }
+    let text = stdout(&run(&mut cmd(&["status"]), 0));
+    assert!(
+        text.contains("stable: x86-64 17 | webapp: x86-64 3"),
+        "{text}"
+    );
+    // Seen from the component, the OS is the other stream.
+    let text = stdout(&run(&mut cmd(&["--component", "webapp", "status"]), 0));
+    assert!(
+        text.contains("canary: x86-64 3 | the OS: x86-64 17"),
+        "{text}"
+    );
 }

@@ -226,8 +226,61 @@ struct ChannelSummary {
     store: String,
     /// arch → published versions, newest first.
     versions: std::collections::BTreeMap<String, Vec<String>>,
+    /// The other streams published beside it, each with its versions per arch.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    components: Vec<StreamSummary>,
     withdrawn: Vec<String>,
     problems: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct StreamSummary {
+    /// `null` for the OS's own stream (sysupdate.d).
+    component: Option<String>,
+    versions: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// arch → versions, newest first, as one line: `x86-64 18, 17; arm64 -`.
+fn versions_line(versions: &std::collections::BTreeMap<String, Vec<String>>) -> String {
+    versions
+        .iter()
+        .map(|(a, v)| {
+            format!(
+                "{a} {}",
+                if v.is_empty() {
+                    "-".into()
+                } else {
+                    v.join(", ")
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The streams other than the selected one that publish anything, each
+/// with its versions per arch.
+fn other_streams(channel: &Channel) -> Vec<StreamSummary> {
+    let mut out: Vec<StreamSummary> = Vec::new();
+    for view in channel.arches.values() {
+        for other in view.others.iter().filter(|o| !o.versions.is_empty()) {
+            let list = other.versions.iter().map(|s| s.version.clone()).collect();
+            let arch = view.arch.to_string();
+            match out
+                .iter_mut()
+                .find(|s| s.component == other.stream.component)
+            {
+                Some(s) => {
+                    s.versions.insert(arch, list);
+                }
+                None => out.push(StreamSummary {
+                    component: other.stream.component.clone(),
+                    versions: [(arch, list)].into(),
+                }),
+            }
+        }
+    }
+    out
 }
 
 /// Without `--channel` in a config with several: which versions are where.
@@ -248,25 +301,20 @@ fn overview(ctx: &Ctx, args: &StatusArgs) -> Result<Outcome> {
                 (v.arch.to_string(), list)
             })
             .collect();
-        let line: Vec<String> = versions
+        let components = other_streams(&channel);
+        let streams: String = components
             .iter()
-            .map(|(a, v)| {
-                format!(
-                    "{a} {}",
-                    if v.is_empty() {
-                        "-".into()
-                    } else {
-                        v.join(", ")
-                    }
-                )
+            .map(|s| {
+                let label = s.component.as_deref().unwrap_or("the OS");
+                format!(" | {label}: {}", versions_line(&s.versions))
             })
             .collect();
         ctx.ui.report(format!(
-            "{name}: {}{}",
-            if line.is_empty() {
+            "{name}: {}{streams}{}",
+            if versions.is_empty() {
                 "nothing published".into()
             } else {
-                line.join("; ")
+                versions_line(&versions)
             },
             match channel.problems.len() {
                 0 => String::new(),
@@ -277,6 +325,7 @@ fn overview(ctx: &Ctx, args: &StatusArgs) -> Result<Outcome> {
             channel: name.clone(),
             store: channel.location.clone(),
             versions,
+            components,
             withdrawn: channel
                 .history
                 .withdrawn(channel.component.as_deref())
