@@ -238,6 +238,22 @@ fn a_component_released_on_its_own_installs_with_component_update_on_262() {
             && names.contains(&"appliance_18.efi.xz".to_string()),
         "{names:?}"
     );
+    // `verify` reads the stream it is told to, and checks every payload the
+    // one manifest lists, whichever stream it belongs to.
+    let verify = |component: Option<&str>, expect: i32| {
+        let mut cmd = common::bin();
+        cmd.arg("--config").arg(&ch.config);
+        if let Some(c) = component {
+            cmd.args(["--component", c]);
+        }
+        cmd.args(["--json", "verify", "--deep", "--ca"]).arg(&ch.ca);
+        let out = common::run(&mut cmd, expect);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let r = verify(Some("webapp"), 0);
+    assert_eq!(r["arches"][0]["newest"], "3", "{r}");
+    assert_eq!(r["arches"][0]["payloads_checked"], 3, "{r}");
+    assert_eq!(verify(None, 0)["arches"][0]["newest"], "18");
 
     // The device's /etc, as device-files writes it.
     let etc = ch.work.join("etc");
@@ -293,4 +309,12 @@ fn a_component_released_on_its_own_installs_with_component_update_on_262() {
         ["webapp_3.raw"],
         "the OS update touched the component"
     );
+
+    // A component's payload changed on the server fails verify from either stream.
+    ch.tamper("webapp_3.raw.xz", b"not the published image");
+    for component in [Some("webapp"), None] {
+        let r = verify(component, 1);
+        let problems = r["arches"][0]["problems"].to_string();
+        assert!(problems.contains("webapp_3.raw.xz"), "{r}");
+    }
 }
