@@ -225,4 +225,17 @@ fn per_output_specifiers_name_each_arch_for_its_own_devices() {
     }
     // status reads each arch with its own values: nothing unmatched.
     run(bin().arg("--config").arg(&config).arg("status"), 0);
+
+    // The x86-64 devices move to host version 41: what was published for 40
+    // is no longer theirs, and status says what they look for instead.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replacen("w = \"40\"", "w = \"41\"", 1)).unwrap();
+    let out = run(bin().arg("--config").arg(&config).arg("status"), 1);
+    let report = stdout(&out);
+    assert!(
+        report.contains("tools-2-40-x86-64.raw.xz is listed but matches no transfer file")
+            && report.contains("they look for tools-@v-41-x86-64.raw.xz")
+            && report.contains("another host version"),
+        "{report}"
+    );
 }

@@ -101,6 +101,9 @@ pub enum Problem {
     Unmatched {
         arch: Arch,
         file: String,
+        /// The source patterns of every stream, as this arch's devices
+        /// expand them (specifiers included).
+        patterns: String,
     },
     /// A listed name transfers of two streams (the OS, components) match:
     /// devices of both would take it as theirs.
@@ -213,9 +216,9 @@ impl Problem {
             Incomplete { .. } => {
                 "publish a new version with a file for every transfer; devices skip this one".into()
             }
-            Unmatched { .. } => {
-                "check the transfer files: devices ignore a name no transfer matches".into()
-            }
+            Unmatched { arch, patterns, .. } => format!(
+                "devices of {arch} ignore it: they look for {patterns}. A name for another host version (%w, %W, %o from [specifiers]) or another arch is never installed here; fix the transfer files or the specifiers, or publish that host version from a channel of its own"
+            ),
             NameCollision { .. } => {
                 "tighten the MatchPattern= of one of the two transfers (give each component its own name prefix), then withdraw the version with `sysupdate-publish --component NAME yank`".into()
             }
@@ -372,7 +375,7 @@ impl std::fmt::Display for Problem {
                     .unwrap_or_default(),
                 missing.join(", ")
             ),
-            Unmatched { arch, file } => {
+            Unmatched { arch, file, .. } => {
                 write!(f, "{arch}: {file} is listed but matches no transfer file")
             }
             NameCollision {

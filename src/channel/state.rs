@@ -621,11 +621,21 @@ fn check_published(ch: &mut Channel, opts: &ReadOptions) {
                 });
             }
         }
-        for file in &view.unmatched {
-            problems.push(Problem::Unmatched {
-                arch,
-                file: file.clone(),
-            });
+        if !view.unmatched.is_empty() {
+            let patterns = view
+                .transfers
+                .iter()
+                .chain(view.others.iter().flat_map(|o| &o.stream.transfers))
+                .flat_map(|t| t.source_patterns.iter().map(|p| p.to_string()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            for file in &view.unmatched {
+                problems.push(Problem::Unmatched {
+                    arch,
+                    file: file.clone(),
+                    patterns: patterns.clone(),
+                });
+            }
         }
         match &view.signature {
             Signature::Expired(info) => problems.push(Problem::Expired {
