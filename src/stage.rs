@@ -104,6 +104,24 @@ pub struct Payload {
     pub evidence: Option<Evidence>,
     /// Payload bytes staging read (hashing, inspecting, compressing).
     pub read: u64,
+    /// The build output file we compressed, as it was: what lets the next
+    /// run reuse the compressed copy.
+    pub raw: Option<RawInput>,
+}
+
+/// A raw build output file and how it was compressed.
+#[derive(Clone, Debug)]
+pub struct RawInput {
+    pub path: PathBuf,
+    pub stamp: FileStamp,
+    /// [`settings_key`] of the compression.
+    pub settings: String,
+}
+
+/// What in the compression settings decides the compressed bytes (and the
+/// rest, to be safe): a copy made otherwise is not reused.
+pub fn settings_key(settings: &Settings) -> String {
+    format!("{settings:?}")
 }
 
 impl Payload {
@@ -166,11 +184,20 @@ pub fn remember(stamps: &StampCache, payloads: &[Payload]) {
             if let Some(e) = &p.evidence {
                 stamps.remember_evidence(&digest, e);
             }
-            continue;
         }
         let Some(stamp) = p.stamp else { continue };
         if FileStamp::of(&p.file).ok() != Some(stamp) {
             continue;
+        }
+        if p.compressed_from.is_some() {
+            // Our copy outlives the run only in the cache's directory.
+            let kept = stamps
+                .compressed_dir()
+                .is_some_and(|dir| p.file.starts_with(dir));
+            let Some(raw) = p.raw.as_ref().filter(|_| kept) else {
+                continue;
+            };
+            stamps.remember_compressed(&raw.path, &raw.stamp, &raw.settings, &p.file);
         }
         stamps.remember(&p.file, &stamp, &digest);
         if let Some(e) = &p.evidence {
@@ -431,10 +458,38 @@ pub fn stage(
             out.push(payload);
             continue;
         }
-        let dir = staging.join(arch.systemd());
-        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        let dst_path = dir.join(&name);
-        let dst = File::create(&dst_path).map_err(|e| io(&dst_path, e))?;
+        // A tree is packed anew every run: only a file can be known unchanged.
+        let raw = FileStamp::of(&input.path)
+            .ok()
+            .filter(|s| packed.is_none() && s.size() == len)
+            .map(|stamp| RawInput {
+                path: input.path.clone(),
+                stamp,
+                settings: settings_key(settings),
+            });
+        if let Some(copy) = raw
+            .as_ref()
+            .and_then(|r| opts.stamps.compressed_copy(&r.path, &r.stamp, &r.settings))
+        {
+            drop(src);
+            let size = fs::metadata(&copy).map_err(|e| io(&copy, e))?.len();
+            let cached = InputFile {
+                name: name.clone(),
+                path: copy,
+            };
+            let mut payload = stage_compressed(arch, &cached, name, size, opts, events)
+                .map_err(|e| io(&cached.path, e))?;
+            events.detail(format!(
+                "{arch}: {}: unchanged since compressed to {} (stamp cache)",
+                given.name, payload.name
+            ));
+            payload.compressed_from = Some(given.name.clone());
+            payload.raw = raw;
+            out.push(payload);
+            continue;
+        }
+        let (dst_path, dst) =
+            compressed_file(opts.stamps, staging, arch, &name).map_err(|(path, e)| io(&path, e))?;
         let bar = events.bar(
             len,
             &format!("{arch} {} {name}", settings.codec.extension()),
@@ -451,10 +506,14 @@ pub fn stage(
             settings,
             &mut |n| bar.inc(n),
         )
-        .map_err(|e| StageError::Compress {
-            arch,
-            path: input.path.clone(),
-            message: e.to_string(),
+        .map_err(|e| {
+            // A half-written copy is of no use to anyone.
+            let _ = fs::remove_file(&dst_path);
+            StageError::Compress {
+                arch,
+                path: input.path.clone(),
+                message: e.to_string(),
+            }
         })?;
         bar.finish();
         events.info(format!(
@@ -473,9 +532,36 @@ pub fn stage(
                 .map(|i| i.evidence(Some(result.input_size))),
             content: inspector.map(|i| i.finish(Some(result.input_size))),
             read: result.input_size,
+            // Unchanged while we read it, or no use to the next run.
+            raw: raw.filter(|r| FileStamp::of(&r.path).ok() == Some(r.stamp)),
         });
     }
     Ok(out)
+}
+
+/// A new file for the compressed copy of payload `name`: in the stamp
+/// cache's directory when there is one (a rerun reuses it), else in the
+/// run's staging directory.
+fn compressed_file(
+    stamps: &StampCache,
+    staging: &Path,
+    arch: Arch,
+    name: &str,
+) -> Result<(PathBuf, File), (PathBuf, std::io::Error)> {
+    if let Some(dir) = stamps.compressed_dir() {
+        let made = tempfile::Builder::new()
+            .prefix(&format!("{}-{name}.", arch.systemd()))
+            .tempfile_in(&dir)
+            .and_then(|f| f.keep().map_err(|e| e.error));
+        if let Ok((file, path)) = made {
+            return Ok((path, file));
+        }
+    }
+    let dir = staging.join(arch.systemd());
+    fs::create_dir_all(&dir).map_err(|e| (dir.clone(), e))?;
+    let path = dir.join(name);
+    let file = File::create(&path).map_err(|e| (path.clone(), e))?;
+    Ok((path, file))
 }
 
 /// The compressor's input, shown to the inspector as it is read: the
@@ -573,5 +659,6 @@ fn stage_compressed(
         content,
         evidence,
         read,
+        raw: None,
     })
 }

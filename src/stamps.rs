@@ -7,6 +7,12 @@
 //! size suffice. What preflight read of a payload (its [`Evidence`]) is kept
 //! by content hash: the same bytes always show the same evidence.
 //!
+//! Raw outputs we compress leave their compressed copy here too
+//! (`compressed/`), recorded with the raw file's stamp and the compression
+//! settings: a rerun on the unchanged file publishes the copy instead of
+//! spending minutes of xz to learn nothing changed. Copies unused for a day
+//! are deleted.
+//!
 //! Everything here is an optimisation: an unreadable, corrupt or foreign
 //! cache is ignored (the files are read again), and `--deep` switches it off.
 
@@ -32,6 +38,12 @@ const EVIDENCE: &str = "evidence";
 const KEEP: usize = 4096;
 /// Evidence larger than this is not kept (the inspector reads far less).
 const EVIDENCE_MAX: usize = 4 << 20;
+/// Our compressed copies of raw build outputs live in this subdirectory.
+const COMPRESSED: &str = "compressed";
+/// A compressed copy unused for this long is deleted. A copy is reused only
+/// while used within half of it, so a run that saves while another uploads
+/// from a copy never deletes it (unless the other ran for twelve hours).
+const COMPRESSED_MAX_AGE: u64 = 24 * 3600;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Record {
@@ -41,11 +53,26 @@ struct Record {
     used: u64,
 }
 
+/// A raw build output file and our compressed copy of it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CompressedRecord {
+    /// The raw file's stamp when it was compressed.
+    stamp: FileStamp,
+    /// The compression settings that made the copy (same settings, same bytes).
+    settings: String,
+    /// The copy, in [`COMPRESSED`]; its own hash is a [`Record`].
+    copy: PathBuf,
+    used: u64,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Records {
     /// The format; any other is ignored.
     schema: u32,
     files: BTreeMap<PathBuf, Record>,
+    /// Keyed by the raw file's resolved path.
+    #[serde(default)]
+    compressed: BTreeMap<PathBuf, CompressedRecord>,
 }
 
 /// Hashes and evidence from earlier runs (see the module documentation).
@@ -120,6 +147,61 @@ impl StampCache {
         self.records.lock().unwrap().files.insert(key, record);
     }
 
+    /// Where compressed copies of raw outputs go (`None`: no cache, use
+    /// the run's staging directory).
+    pub fn compressed_dir(&self) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?.join(COMPRESSED);
+        fs::create_dir_all(&dir).ok()?;
+        Some(dir)
+    }
+
+    /// Our compressed copy of `raw`, made with `settings` while `raw` had
+    /// the stamp it has now, if the copy is itself unchanged (its hash is
+    /// then [`StampCache::digest`]'s) and was used recently enough not to be
+    /// pruned under us.
+    pub fn compressed_copy(
+        &self,
+        raw: &Path,
+        stamp: &FileStamp,
+        settings: &str,
+    ) -> Option<PathBuf> {
+        self.dir.as_ref()?;
+        let key = key(raw)?;
+        let copy = {
+            let mut records = self.records.lock().unwrap();
+            let r = records.compressed.get_mut(&key)?;
+            let same = if key.starts_with("/nix/store/") {
+                r.stamp.size() == stamp.size()
+            } else {
+                r.stamp == *stamp
+            };
+            let fresh = now().saturating_sub(r.used) < COMPRESSED_MAX_AGE / 2;
+            if !(same && fresh && r.settings == settings) {
+                return None;
+            }
+            r.used = now();
+            r.copy.clone()
+        };
+        let copy_stamp = FileStamp::of(&copy).ok()?;
+        self.digest(&copy, &copy_stamp).map(|_| copy)
+    }
+
+    /// Records `copy` as `raw` compressed with `settings` while `raw` had
+    /// `stamp`; the copy's own hash goes in with [`StampCache::remember`].
+    pub fn remember_compressed(&self, raw: &Path, stamp: &FileStamp, settings: &str, copy: &Path) {
+        if self.dir.is_none() {
+            return;
+        }
+        let Some(key) = key(raw) else { return };
+        let record = CompressedRecord {
+            stamp: *stamp,
+            settings: settings.to_string(),
+            copy: copy.to_path_buf(),
+            used: now(),
+        };
+        self.records.lock().unwrap().compressed.insert(key, record);
+    }
+
     /// What preflight saw in the payload whose SHA-256 is `digest`.
     pub fn evidence(&self, digest: &Digest) -> Option<Evidence> {
         let path = self.evidence_path(digest)?;
@@ -154,8 +236,37 @@ impl StampCache {
             let cutoff = used[KEEP - 1];
             records.files.retain(|_, r| r.used >= cutoff);
         }
+        let cutoff = now().saturating_sub(COMPRESSED_MAX_AGE);
+        records.compressed.retain(|_, r| r.used >= cutoff);
+        prune_copies(&dir.join(COMPRESSED), &records, cutoff);
         let bytes = serde_json::to_vec(&*records).map_err(io::Error::other)?;
         write_atomic(&dir.join(HASHES), &bytes)
+    }
+}
+
+/// Deletes the compressed copies no record names that were made before
+/// `cutoff` (younger ones may be a concurrent run's, not recorded yet).
+fn prune_copies(dir: &Path, records: &Records, cutoff: u64) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let named: std::collections::BTreeSet<&Path> = records
+        .compressed
+        .values()
+        .map(|r| r.copy.as_path())
+        .collect();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let made = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        if made < cutoff && !named.contains(path.as_path()) {
+            // Best effort, like the rest of the cache.
+            let _ = fs::remove_file(&path);
+        }
     }
 }
 
@@ -279,6 +390,90 @@ mod tests {
         drop(f);
         assert_eq!(fs::metadata(&file).unwrap().modified().unwrap(), mtime);
         assert_eq!(cache.digest(&file, &FileStamp::of(&file).unwrap()), None);
+    }
+
+    /// A raw file compressed once: its copy is found while the raw file,
+    /// the settings and the copy are unchanged, and across a save.
+    #[test]
+    fn a_compressed_copy_is_reused_only_while_all_three_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("store_18.img");
+        let stamp = touch(&raw, b"raw image");
+        let cache = StampCache::open(&dir.path().join("cache"));
+        let copy = cache
+            .compressed_dir()
+            .unwrap()
+            .join("x86-64-store_18.img.xz.1");
+        let copy_stamp = touch(&copy, b"compressed image");
+        let digest = hash::hash_file(&copy).unwrap().0;
+        cache.remember(&copy, &copy_stamp, &digest);
+        cache.remember_compressed(&raw, &stamp, "xz 6", &copy);
+        cache.save().unwrap();
+
+        let cache = StampCache::open(&dir.path().join("cache"));
+        assert_eq!(
+            cache.compressed_copy(&raw, &stamp, "xz 6"),
+            Some(copy.clone())
+        );
+        assert_eq!(cache.compressed_copy(&raw, &stamp, "xz 9"), None);
+        for changed in FileStamp::each_field_changed(&stamp) {
+            assert_eq!(cache.compressed_copy(&raw, &changed, "xz 6"), None);
+        }
+        // Recorded long ago: a concurrent run may prune it, so it is not used.
+        cache
+            .records
+            .lock()
+            .unwrap()
+            .compressed
+            .values_mut()
+            .for_each(|r| r.used -= COMPRESSED_MAX_AGE / 2);
+        assert_eq!(cache.compressed_copy(&raw, &stamp, "xz 6"), None);
+        cache.remember_compressed(&raw, &stamp, "xz 6", &copy);
+        touch(&copy, b"compressed imagE");
+        assert_eq!(cache.compressed_copy(&raw, &stamp, "xz 6"), None);
+    }
+
+    /// Saving deletes copies no record names once they are a day old, and
+    /// records unused for a day with them; young strays (a concurrent
+    /// run's) stay.
+    #[test]
+    fn saving_prunes_old_copies_and_keeps_young_strays() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("store_18.img");
+        let stamp = touch(&raw, b"raw");
+        let cache = StampCache::open(&dir.path().join("cache"));
+        let copies = cache.compressed_dir().unwrap();
+        let old = |name: &str| {
+            let path = copies.join(name);
+            touch(&path, b"copy");
+            let day_ago =
+                SystemTime::now() - std::time::Duration::from_secs(COMPRESSED_MAX_AGE + 60);
+            fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(day_ago)
+                .unwrap();
+            path
+        };
+        let recorded = old("recorded");
+        let stray = old("stray");
+        let young = copies.join("young");
+        touch(&young, b"copy");
+        cache.remember_compressed(&raw, &stamp, "xz 6", &recorded);
+        cache.save().unwrap();
+        assert!(recorded.exists() && young.exists() && !stray.exists());
+
+        cache
+            .records
+            .lock()
+            .unwrap()
+            .compressed
+            .values_mut()
+            .for_each(|r| r.used -= COMPRESSED_MAX_AGE + 60);
+        cache.save().unwrap();
+        assert!(!recorded.exists() && young.exists());
+        assert!(cache.records.lock().unwrap().compressed.is_empty());
     }
 
     #[test]

@@ -212,6 +212,60 @@ fn a_rerun_on_unchanged_outputs_reads_no_payload_bytes() {
     );
 }
 
+/// Raw outputs we compress: a rerun on unchanged files publishes the
+/// compressed copy the first run left in the stamp cache, reading nothing;
+/// a rewritten file is compressed again (to the same bytes), and a copy
+/// changed in the cache is never trusted.
+#[test]
+fn a_rerun_on_unchanged_raw_outputs_compresses_nothing() {
+    let ch = Channel::new("");
+    let out = ch.dir.path().join("raw-18");
+    std::fs::create_dir_all(&out).unwrap();
+    for (name, size) in [("appliance_18.efi", 3000), ("store_18.img", 90_000)] {
+        let bytes: Vec<u8> = format!("x86-64 {name} IMAGE_VERSION=18\n")
+            .bytes()
+            .cycle()
+            .take(size)
+            .collect();
+        std::fs::write(out.join(name), bytes).unwrap();
+    }
+    let release = |expect| {
+        ch.json(
+            &["release", "--output", &format!("x86-64={}", out.display())],
+            expect,
+        )
+    };
+    let first = release(0);
+    assert_eq!(first["read_bytes"], 93_000, "{first}");
+    let manifest = ch.manifest("x86-64");
+    let again = release(0);
+    assert_eq!(again["already_published"], true, "{again}");
+    assert_eq!(again["read_bytes"], 0, "{again}");
+
+    // Same bytes written again: compressed again, to the same payload.
+    let store_img = out.join("store_18.img");
+    std::fs::write(&store_img, std::fs::read(&store_img).unwrap()).unwrap();
+    let rewritten = release(0);
+    assert_eq!(rewritten["already_published"], true, "{rewritten}");
+    assert_eq!(rewritten["read_bytes"], 90_000, "{rewritten}");
+    assert_eq!(ch.manifest("x86-64"), manifest);
+
+    // A copy changed in the cache (same size) is compressed anew, not published.
+    let copies = ch.cache.path().join("compressed");
+    for e in std::fs::read_dir(&copies).unwrap() {
+        let path = e.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let tampered = release(0);
+    assert_eq!(tampered["already_published"], true, "{tampered}");
+    assert_eq!(tampered["read_bytes"], 93_000, "{tampered}");
+    assert_eq!(ch.manifest("x86-64"), manifest);
+    assert_channel_verifies(&ch.store, &ch.keys.keyring);
+}
+
 #[test]
 fn dry_run_prints_the_plan_and_touches_nothing() {
     let ch = Channel::new("keep = 1");

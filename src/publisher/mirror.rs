@@ -238,6 +238,7 @@ impl Publisher<'_> {
             content: None,
             evidence: None,
             read: 0,
+            raw: None,
         })
     }
 }
