@@ -512,7 +512,10 @@ pub fn stage(
             StageError::Compress {
                 arch,
                 path: input.path.clone(),
-                message: e.to_string(),
+                message: format!(
+                    "{e} (writing {}: the stamp cache's compressed/ or the staging directory; set SYSUPDATE_PUBLISH_CACHE_DIR or TMPDIR to a roomy filesystem)",
+                    dst_path.display()
+                ),
             }
         })?;
         bar.finish();
