@@ -488,8 +488,9 @@ pub fn stage(
             out.push(payload);
             continue;
         }
+        let keep = raw.is_some().then_some(opts.stamps);
         let (dst_path, dst) =
-            compressed_file(opts.stamps, staging, arch, &name).map_err(|(path, e)| io(&path, e))?;
+            compressed_file(keep, staging, arch, &name).map_err(|(path, e)| io(&path, e))?;
         let bar = events.bar(
             len,
             &format!("{arch} {} {name}", settings.codec.extension()),
@@ -543,15 +544,15 @@ pub fn stage(
 }
 
 /// A new file for the compressed copy of payload `name`: in the stamp
-/// cache's directory when there is one (a rerun reuses it), else in the
-/// run's staging directory.
+/// cache's directory when there is one to `keep` it in (a rerun reuses
+/// it), else in the run's staging directory.
 fn compressed_file(
-    stamps: &StampCache,
+    keep: Option<&StampCache>,
     staging: &Path,
     arch: Arch,
     name: &str,
 ) -> Result<(PathBuf, File), (PathBuf, std::io::Error)> {
-    if let Some(dir) = stamps.compressed_dir() {
+    if let Some(dir) = keep.and_then(StampCache::compressed_dir) {
         let made = tempfile::Builder::new()
             .prefix(&format!("{}-{name}.", arch.systemd()))
             .tempfile_in(&dir)
