@@ -123,11 +123,7 @@ impl StampCache {
         let key = key(path)?;
         let mut records = self.records.lock().unwrap();
         let record = records.files.get_mut(&key)?;
-        let same = if key.starts_with("/nix/store/") {
-            record.stamp.size() == stamp.size()
-        } else {
-            record.stamp == *stamp
-        };
+        let same = unchanged(&key, &record.stamp, stamp);
         let digest = same.then(|| hex::decode(&record.sha256).ok())??;
         record.used = now();
         digest.try_into().ok()
@@ -170,11 +166,7 @@ impl StampCache {
         let copy = {
             let mut records = self.records.lock().unwrap();
             let r = records.compressed.get_mut(&key)?;
-            let same = if key.starts_with("/nix/store/") {
-                r.stamp.size() == stamp.size()
-            } else {
-                r.stamp == *stamp
-            };
+            let same = unchanged(&key, &r.stamp, stamp);
             let fresh = now().saturating_sub(r.used) < COMPRESSED_MAX_AGE / 2;
             if !(same && fresh && r.settings == settings) {
                 return None;
@@ -270,6 +262,16 @@ fn prune_copies(dir: &Path, records: &Records, cutoff: u64) {
     }
 }
 
+/// Whether the file at resolved path `key` is still what it was when
+/// `recorded`: the whole stamp, or for an immutable `/nix/store` path its size.
+fn unchanged(key: &Path, recorded: &FileStamp, now: &FileStamp) -> bool {
+    if key.starts_with("/nix/store/") {
+        recorded.size() == now.size()
+    } else {
+        recorded == now
+    }
+}
+
 /// Records are keyed by the resolved path, so a link into `/nix/store` is
 /// recognised as immutable and two names for one file share a record.
 fn key(path: &Path) -> Option<PathBuf> {
@@ -345,12 +347,25 @@ mod tests {
         FileStamp::of(path).unwrap()
     }
 
+    /// Makes every compressed copy's record `secs` older.
+    fn age_copies(cache: &StampCache, secs: u64) {
+        let mut records = cache.records.lock().unwrap();
+        records.compressed.values_mut().for_each(|r| r.used -= secs);
+    }
+
+    /// A file `name` holding `data` in a new directory, and a cache in its
+    /// `cache/` (the directory lives as long as the first item).
+    fn fixture(name: &str, data: &[u8]) -> (tempfile::TempDir, PathBuf, FileStamp, StampCache) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(name);
+        let stamp = touch(&file, data);
+        let cache = StampCache::open(&dir.path().join("cache"));
+        (dir, file, stamp, cache)
+    }
+
     #[test]
     fn a_hash_is_reused_only_while_the_stamp_holds_and_survives_a_save() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("store_18.img.xz");
-        let stamp = touch(&file, b"payload");
-        let cache = StampCache::open(&dir.path().join("cache"));
+        let (dir, file, stamp, cache) = fixture("store_18.img.xz", b"payload");
         assert_eq!(cache.digest(&file, &stamp), None);
         cache.remember(&file, &stamp, &[7; 32]);
         assert_eq!(cache.digest(&file, &stamp), Some([7; 32]));
@@ -362,10 +377,7 @@ mod tests {
     /// Every field of the stamp on its own invalidates the record.
     #[test]
     fn any_stamp_field_changing_invalidates() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("p");
-        let stamp = touch(&file, b"payload");
-        let cache = StampCache::open(dir.path());
+        let (_dir, file, stamp, cache) = fixture("p", b"payload");
         cache.remember(&file, &stamp, &[1; 32]);
         for changed in FileStamp::each_field_changed(&stamp) {
             assert_eq!(cache.digest(&file, &changed), None, "{changed:?}");
@@ -377,10 +389,7 @@ mod tests {
     /// ctime: the new stamp no longer matches.
     #[test]
     fn rewriting_the_file_in_place_is_noticed() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("p");
-        let stamp = touch(&file, b"payload");
-        let cache = StampCache::open(dir.path());
+        let (_dir, file, stamp, cache) = fixture("p", b"payload");
         cache.remember(&file, &stamp, &[1; 32]);
         let mtime = fs::metadata(&file).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -396,10 +405,7 @@ mod tests {
     /// the settings and the copy are unchanged, and across a save.
     #[test]
     fn a_compressed_copy_is_reused_only_while_all_three_hold() {
-        let dir = tempfile::tempdir().unwrap();
-        let raw = dir.path().join("store_18.img");
-        let stamp = touch(&raw, b"raw image");
-        let cache = StampCache::open(&dir.path().join("cache"));
+        let (dir, raw, stamp, cache) = fixture("store_18.img", b"raw image");
         let copy = cache
             .compressed_dir()
             .unwrap()
@@ -420,13 +426,7 @@ mod tests {
             assert_eq!(cache.compressed_copy(&raw, &changed, "xz 6"), None);
         }
         // Recorded long ago: a concurrent run may prune it, so it is not used.
-        cache
-            .records
-            .lock()
-            .unwrap()
-            .compressed
-            .values_mut()
-            .for_each(|r| r.used -= COMPRESSED_MAX_AGE / 2);
+        age_copies(&cache, COMPRESSED_MAX_AGE / 2);
         assert_eq!(cache.compressed_copy(&raw, &stamp, "xz 6"), None);
         cache.remember_compressed(&raw, &stamp, "xz 6", &copy);
         touch(&copy, b"compressed imagE");
@@ -438,10 +438,7 @@ mod tests {
     /// run's) stay.
     #[test]
     fn saving_prunes_old_copies_and_keeps_young_strays() {
-        let dir = tempfile::tempdir().unwrap();
-        let raw = dir.path().join("store_18.img");
-        let stamp = touch(&raw, b"raw");
-        let cache = StampCache::open(&dir.path().join("cache"));
+        let (_dir, raw, stamp, cache) = fixture("store_18.img", b"raw");
         let copies = cache.compressed_dir().unwrap();
         let old = |name: &str| {
             let path = copies.join(name);
@@ -464,13 +461,7 @@ mod tests {
         cache.save().unwrap();
         assert!(recorded.exists() && young.exists() && !stray.exists());
 
-        cache
-            .records
-            .lock()
-            .unwrap()
-            .compressed
-            .values_mut()
-            .for_each(|r| r.used -= COMPRESSED_MAX_AGE + 60);
+        age_copies(&cache, COMPRESSED_MAX_AGE + 60);
         cache.save().unwrap();
         assert!(!recorded.exists() && young.exists());
         assert!(cache.records.lock().unwrap().compressed.is_empty());
