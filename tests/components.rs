@@ -374,4 +374,31 @@ fn promote_moves_a_component_version_between_channels() {
         text.contains("canary: x86-64 3 | the OS: x86-64 17"),
         "{text}"
     );
+
+    // A component version withdrawn on canary shows there as withdrawn.
+    let out = root.join("webapp-4");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("webapp_4.raw"), "webapp 4\n".repeat(50)).unwrap();
+    let canary = ["--channel", "canary", "--component", "webapp"];
+    run(
+        cmd(&canary)
+            .args(["release", "--output"])
+            .arg(format!("x86-64={}", out.display())),
+        0,
+    );
+    run(cmd(&canary).args(["yank", "4", "--reason", "bad"]), 0);
+    let out = run(&mut cmd(&["--json", "status"]), 0);
+    let overview: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let canary = &overview["channels"][0];
+    assert_eq!(canary["channel"], "canary", "{overview}");
+    assert_eq!(canary["components"][0]["withdrawn"][0], "4", "{overview}");
+    assert_eq!(
+        canary["components"][0]["versions"]["x86-64"][0], "3",
+        "{overview}"
+    );
+    assert_eq!(
+        canary["withdrawn"].as_array().unwrap().len(),
+        0,
+        "{overview}"
+    );
 }

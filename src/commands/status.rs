@@ -238,6 +238,7 @@ struct StreamSummary {
     /// `null` for the OS's own stream (sysupdate.d).
     component: Option<String>,
     versions: std::collections::BTreeMap<String, Vec<String>>,
+    withdrawn: Vec<String>,
 }
 
 /// arch → versions, newest first, as one line: `x86-64 18, 17; arm64 -`.
@@ -258,29 +259,43 @@ fn versions_line(versions: &std::collections::BTreeMap<String, Vec<String>>) -> 
         .join("; ")
 }
 
-/// The streams other than the selected one that publish anything, each
-/// with its versions per arch.
+/// The streams other than the selected one that publish or withdrew
+/// anything, each with its versions per arch.
 fn other_streams(channel: &Channel) -> Vec<StreamSummary> {
-    let mut out: Vec<StreamSummary> = Vec::new();
-    for view in channel.arches.values() {
-        for other in view.others.iter().filter(|o| !o.versions.is_empty()) {
-            let list = other.versions.iter().map(|s| s.version.clone()).collect();
-            let arch = view.arch.to_string();
-            match out
-                .iter_mut()
-                .find(|s| s.component == other.stream.component)
-            {
-                Some(s) => {
-                    s.versions.insert(arch, list);
-                }
-                None => out.push(StreamSummary {
-                    component: other.stream.component.clone(),
-                    versions: [(arch, list)].into(),
-                }),
+    streams(channel)
+        .into_iter()
+        .skip(1)
+        .map(|component| {
+            let versions = channel
+                .arches
+                .values()
+                .filter_map(|view| {
+                    let other = view
+                        .others
+                        .iter()
+                        .find(|o| o.stream.component == component && !o.versions.is_empty())?;
+                    let list = other.versions.iter().map(|s| s.version.clone()).collect();
+                    Some((view.arch.to_string(), list))
+                })
+                .collect();
+            StreamSummary {
+                withdrawn: withdrawn_versions(channel, component.as_deref()),
+                component,
+                versions,
             }
-        }
-    }
-    out
+        })
+        .filter(|s| !s.versions.is_empty() || !s.withdrawn.is_empty())
+        .collect()
+}
+
+/// The versions of `component`'s stream the history withdrew.
+fn withdrawn_versions(channel: &Channel, component: Option<&str>) -> Vec<String> {
+    channel
+        .history
+        .withdrawn(component)
+        .keys()
+        .map(|v| v.to_string())
+        .collect()
 }
 
 /// Without `--channel` in a config with several: which versions are where.
@@ -326,12 +341,7 @@ fn overview(ctx: &Ctx, args: &StatusArgs) -> Result<Outcome> {
             store: channel.location.clone(),
             versions,
             components,
-            withdrawn: channel
-                .history
-                .withdrawn(channel.component.as_deref())
-                .keys()
-                .map(|v| v.to_string())
-                .collect(),
+            withdrawn: withdrawn_versions(&channel, channel.component.as_deref()),
             problems: channel
                 .problems
                 .iter()
