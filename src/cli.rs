@@ -299,6 +299,7 @@ pub struct ReleaseArgs {
     /// Read every build output file again instead of trusting the stamp
     /// cache ($SYSUPDATE_PUBLISH_CACHE_DIR, else ~/.cache/sysupdate-publish),
     /// which skips files unchanged (inode, size, mtime, ctime) since hashed
+    /// and publishes the kept compressed copy of an unchanged raw file
     #[arg(long)]
     pub deep: bool,
 
