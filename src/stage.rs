@@ -109,8 +109,8 @@ pub struct Payload {
     pub raw: Option<RawInput>,
 }
 
-/// A raw build output file and how it was compressed.
-#[derive(Clone, Debug)]
+/// A raw build output (file or directory) and how it was compressed.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawInput {
     pub path: PathBuf,
     pub stamp: FileStamp,
@@ -444,7 +444,21 @@ pub fn stage(
     let mut out = Vec::with_capacity(inputs.len());
     for given in inputs {
         let name = published_name(given, settings.codec).map_err(|e| io(&given.path, e))?;
-        let packed = match given.path.is_dir() {
+        let tree = given.path.is_dir();
+        let unpacked_name = match tree {
+            true => tar_name(&given.name),
+            false => given.name.clone(),
+        };
+        // What tells the next run this input is unchanged, for an input we
+        // compress: then a copy an earlier run made may stand in for it.
+        let raw = (name != unpacked_name && opts.stamps.is_on())
+            .then(|| raw_input(given, settings))
+            .flatten();
+        if let Some(payload) = reuse(arch, given, &name, raw.as_ref(), opts, events)? {
+            out.push(payload);
+            continue;
+        }
+        let packed = match tree {
             true => Some(pack_tree(arch, given, staging, events)?),
             false => None,
         };
@@ -455,36 +469,6 @@ pub fn stage(
             drop(src);
             let payload = stage_compressed(arch, input, name, len, opts, events)
                 .map_err(|e| io(&input.path, e))?;
-            out.push(payload);
-            continue;
-        }
-        // A tree is packed anew every run: only a file can be known unchanged.
-        let raw = FileStamp::of(&input.path)
-            .ok()
-            .filter(|s| packed.is_none() && s.size() == len)
-            .map(|stamp| RawInput {
-                path: input.path.clone(),
-                stamp,
-                settings: settings_key(settings),
-            });
-        if let Some(copy) = raw
-            .as_ref()
-            .and_then(|r| opts.stamps.compressed_copy(&r.path, &r.stamp, &r.settings))
-        {
-            drop(src);
-            let size = fs::metadata(&copy).map_err(|e| io(&copy, e))?.len();
-            let cached = InputFile {
-                name: name.clone(),
-                path: copy,
-            };
-            let mut payload = stage_compressed(arch, &cached, name, size, opts, events)
-                .map_err(|e| io(&cached.path, e))?;
-            events.detail(format!(
-                "{arch}: {}: unchanged since compressed to {} (stamp cache)",
-                given.name, payload.name
-            ));
-            payload.compressed_from = Some(given.name.clone());
-            payload.raw = raw;
             out.push(payload);
             continue;
         }
@@ -537,10 +521,64 @@ pub fn stage(
             content: inspector.map(|i| i.finish(Some(result.input_size))),
             read: result.input_size,
             // Unchanged while we read it, or no use to the next run.
-            raw: raw.filter(|r| FileStamp::of(&r.path).ok() == Some(r.stamp)),
+            raw: raw.filter(|r| raw_input(given, settings).as_ref() == Some(r)),
         });
     }
     Ok(out)
+}
+
+/// `given` as it is now, for the stamp cache: a file's stamp, or a
+/// directory's own stamp with its tree's fingerprint (see
+/// [`crate::tarball::fingerprint`]) beside the settings. `None` when it
+/// cannot be read (the packing or compression that follows says why).
+fn raw_input(given: &InputFile, settings: &Settings) -> Option<RawInput> {
+    let stamp = FileStamp::of(&given.path).ok()?;
+    let mut key = settings_key(settings);
+    if given.path.is_dir() {
+        let mtime = crate::tarball::source_date_epoch();
+        let tree = crate::tarball::fingerprint(&given.path, mtime).ok()?;
+        key = format!("{key} tree {tree}");
+    }
+    Some(RawInput {
+        path: given.path.clone(),
+        stamp,
+        settings: key,
+    })
+}
+
+/// The compressed copy an earlier run made of `raw`, staged as payload
+/// `name` without reading `given`, if the stamp cache vouches for it.
+fn reuse(
+    arch: Arch,
+    given: &InputFile,
+    name: &str,
+    raw: Option<&RawInput>,
+    opts: Options,
+    events: &dyn Events,
+) -> Result<Option<Payload>, StageError> {
+    let Some(r) = raw else { return Ok(None) };
+    let Some(copy) = opts.stamps.compressed_copy(&r.path, &r.stamp, &r.settings) else {
+        return Ok(None);
+    };
+    let io = |source| StageError::Io {
+        arch,
+        path: copy.clone(),
+        source,
+    };
+    let size = fs::metadata(&copy).map_err(io)?.len();
+    let cached = InputFile {
+        name: name.to_string(),
+        path: copy.clone(),
+    };
+    let mut payload =
+        stage_compressed(arch, &cached, name.to_string(), size, opts, events).map_err(io)?;
+    events.detail(format!(
+        "{arch}: {}: unchanged since compressed to {name} (stamp cache)",
+        given.name
+    ));
+    payload.compressed_from = Some(given.name.clone());
+    payload.raw = Some(r.clone());
+    Ok(Some(payload))
 }
 
 /// A new file for the compressed copy of payload `name`: in the stamp

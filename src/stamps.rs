@@ -143,6 +143,11 @@ impl StampCache {
         self.records.lock().unwrap().files.insert(key, record);
     }
 
+    /// Whether there is a cache (not `--deep`, not switched off).
+    pub fn is_on(&self) -> bool {
+        self.dir.is_some()
+    }
+
     /// Where compressed copies of raw outputs go (`None`: no cache, use
     /// the run's staging directory).
     pub fn compressed_dir(&self) -> Option<PathBuf> {

@@ -40,6 +40,56 @@ pub fn source_date_epoch() -> u64 {
         .unwrap_or(0)
 }
 
+/// `root` and everything below it, links not followed (but `root` itself),
+/// names in byte order: the order of the tar.
+fn sorted_walk(root: &Path) -> walkdir::WalkDir {
+    walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .follow_root_links(true)
+        .sort_by(|a, b| {
+            a.file_name()
+                .as_encoded_bytes()
+                .cmp(b.file_name().as_encoded_bytes())
+        })
+}
+
+/// What tells that a tree (and so its tar) did not change, without reading
+/// a file: SHA-256 over every entry's relative name, type, link text and
+/// stamp (device, inode, size, mtime, ctime, mode), and the tar's mtime.
+/// Any write below `root` moves some ctime, so a changed tree never gets
+/// the fingerprint of its old self.
+pub fn fingerprint(root: &Path, mtime: u64) -> io::Result<String> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(format!("tar mtime {mtime}\n"));
+    let walk = sorted_walk(root);
+    for entry in walk {
+        let entry = entry.map_err(io::Error::from)?;
+        let m = entry.metadata().map_err(io::Error::from)?;
+        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        h.update(rel.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        if m.file_type().is_symlink() {
+            h.update(fs::read_link(entry.path())?.as_os_str().as_encoded_bytes());
+            h.update([0]);
+        }
+        let fields = [
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime() as u64,
+            m.mtime_nsec() as u64,
+            m.ctime() as u64,
+            m.ctime_nsec() as u64,
+            u64::from(m.mode()),
+        ];
+        for f in fields {
+            h.update(f.to_le_bytes());
+        }
+    }
+    Ok(crate::hash::to_hex(&h.finalize().into()))
+}
+
 /// Writes the tar of `root`'s contents to `to`; returns the bytes written.
 pub fn pack(root: &Path, mtime: u64, to: impl Write) -> Result<u64, PackError> {
     let io_at = |path: &Path| {
@@ -50,14 +100,7 @@ pub fn pack(root: &Path, mtime: u64, to: impl Write) -> Result<u64, PackError> {
     {
         let mut tar = tar::Builder::new(&mut out);
         tar.follow_symlinks(false);
-        let walk = walkdir::WalkDir::new(root)
-            .follow_links(false)
-            .follow_root_links(true)
-            .sort_by(|a, b| {
-                a.file_name()
-                    .as_encoded_bytes()
-                    .cmp(b.file_name().as_encoded_bytes())
-            });
+        let walk = sorted_walk(root);
         for entry in walk {
             let entry = entry.map_err(|e| {
                 let path = e.path().unwrap_or(root).to_path_buf();
@@ -153,6 +196,36 @@ impl<W: Write> Write for Counter<W> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// The fingerprint holds while nothing below the root changes, and
+    /// moves with any write, a link's new text, or another tar mtime.
+    #[test]
+    fn a_fingerprint_moves_with_every_change_below_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        tree(&root);
+        let fp = || fingerprint(&root, 0).unwrap();
+        let before = fp();
+        assert_eq!(fp(), before);
+        assert_ne!(fingerprint(&root, 1).unwrap(), before);
+        let changes: [&dyn Fn(); 3] = [
+            // Same bytes again: only ctime tells.
+            &|| fs::write(root.join("etc/a.conf"), "a=1\n").unwrap(),
+            &|| {
+                fs::remove_file(root.join("etc/link")).unwrap();
+                std::os::unix::fs::symlink("b/run", root.join("etc/link")).unwrap();
+            },
+            &|| fs::create_dir(root.join("etc/b/new")).unwrap(),
+        ];
+        let mut seen = vec![before];
+        for change in changes {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            change();
+            let now = fp();
+            assert!(!seen.contains(&now), "a change kept an old fingerprint");
+            seen.push(now);
+        }
+    }
 
     fn tree(dir: &Path) {
         fs::create_dir_all(dir.join("etc/b")).unwrap();

@@ -141,6 +141,56 @@ fn a_directory_output_is_published_as_the_same_tar_every_time() {
     assert!(listing.contains(" 0/0 "), "{listing}");
 }
 
+/// A rerun on an unchanged tree neither packs nor compresses it: the copy
+/// the first run kept is published. Any change below it (a new file, a
+/// mode) is noticed without reading a byte, and packed again.
+#[test]
+fn a_rerun_on_an_unchanged_tree_packs_nothing() {
+    let ch = Chan::new(TREE);
+    let out = output(ch.dir.path(), "18");
+    let release = |expect| {
+        let mut cmd = bin();
+        cmd.arg("--config")
+            .arg(&ch.config)
+            .args(["--json", "release", "--output"])
+            .arg(format!("x86-64={}", out.display()));
+        let out = run(&mut cmd, expect);
+        // A refusal prints no report.
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (report, stderr(&out))
+    };
+    let (first, err) = release(0);
+    assert!(err.contains("packed directory tree_18"), "{err}");
+    assert!(first["read_bytes"].as_u64().unwrap() > 0, "{first}");
+    let payload = ch.served("tree_18.tar.xz");
+
+    let (again, err) = release(0);
+    assert_eq!(again["already_published"], true, "{again}");
+    assert_eq!(again["read_bytes"], 0, "{again}");
+    assert!(!err.contains("packed directory"), "{err}");
+
+    let tool = out.join("tree_18/usr/bin/tool");
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (_, err) = release(1);
+    assert!(err.contains("packed directory tree_18"), "{err}");
+    assert!(
+        err.contains("already published with different content"),
+        "{err}"
+    );
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (back, err) = release(0);
+    assert!(err.contains("packed directory tree_18"), "{err}");
+    assert_eq!(back["already_published"], true, "{back}");
+    assert!(ch.served("tree_18.tar.xz") == payload);
+
+    std::fs::write(out.join("tree_18/var/empty/new"), "").unwrap();
+    let (_, err) = release(1);
+    assert!(
+        err.contains("already published with different content"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_directory_for_a_url_file_transfer_is_refused_naming_both() {
     let ch = Chan::new(FILE);
