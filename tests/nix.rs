@@ -445,16 +445,22 @@ fn the_sysext_example_publishes_names_for_its_host_version() {
         0,
     );
     let store = dir.path().join("public");
-    assert_channel_verifies(&store, &keys.keyring);
-    for arch in ARCHES {
-        let m = std::fs::read_to_string(store.join(arch).join("SHA256SUMS")).unwrap();
-        for name in [
+    // The channel verifies and every arch lists `names(arch)`.
+    let assert_lists = |names: &dyn Fn(&str) -> [String; 2]| {
+        assert_channel_verifies(&store, &keys.keyring);
+        for arch in ARCHES {
+            let m = std::fs::read_to_string(store.join(arch).join("SHA256SUMS")).unwrap();
+            for name in names(arch) {
+                assert!(m.contains(&format!("*{name}\n")), "{arch}: {m}");
+            }
+        }
+    };
+    assert_lists(&|arch| {
+        [
             format!("tools-2-40-{arch}.raw.xz"),
             "tools-data_2.tar.xz".into(),
-        ] {
-            assert!(m.contains(&format!("*{name}\n")), "{arch}: {m}");
-        }
-    }
+        ]
+    });
     let out = dir.path().join("etc/sysupdate.d");
     run(
         bin()
@@ -478,16 +484,12 @@ fn the_sysext_example_publishes_names_for_its_host_version() {
         ])),
         0,
     );
-    assert_channel_verifies(&store, &keys.keyring);
-    for arch in ARCHES {
-        let m = std::fs::read_to_string(store.join(arch).join("SHA256SUMS")).unwrap();
-        for name in [
+    assert_lists(&|arch| {
+        [
             "webapp_7.raw.xz".to_string(),
             format!("tools-2-40-{arch}.raw.xz"),
-        ] {
-            assert!(m.contains(&format!("*{name}\n")), "{arch}: {m}");
-        }
-    }
+        ]
+    });
     let out = dir.path().join("etc/sysupdate.webapp.d");
     run(
         bin()

@@ -28,13 +28,18 @@ struct Chan {
 
 impl Chan {
     fn new(transfer: &str) -> Chan {
+        Chan::with(transfer, "")
+    }
+
+    /// With `extra` at the end of the config (e.g. `[specifiers]`).
+    fn with(transfer: &str, extra: &str) -> Chan {
         let dir = tempfile::tempdir().unwrap();
         let transfers = dir.path().join("sysupdate.d");
         std::fs::create_dir(&transfers).unwrap();
         std::fs::write(transfers.join("70-tree.transfer"), transfer).unwrap();
         let keys = keygen();
         let store = dir.path().join("public");
-        let config = write_config_with(dir.path(), &store, &keys, "", &transfers, "");
+        let config = write_config_with(dir.path(), &store, &keys, "", &transfers, extra);
         Chan {
             dir,
             keys,
@@ -222,25 +227,12 @@ fn a_fifo_or_device_node_in_a_directory_output_is_refused() {
 /// for another arch's host version is refused.
 #[test]
 fn per_output_specifiers_name_each_arch_for_its_own_devices() {
-    let dir = tempfile::tempdir().unwrap();
-    let transfers = dir.path().join("sysupdate.d");
-    std::fs::create_dir(&transfers).unwrap();
-    std::fs::write(
-        transfers.join("50-tools.transfer"),
+    let ch = Chan::with(
         "[Source]\nType=url-file\nPath=https://updates.example.com/stable/%a/\nMatchPattern=tools-@v-%w-%a.raw.xz\n\n\
          [Target]\nType=regular-file\nPath=/var/lib/extensions.d\nMatchPattern=tools-@v-%w-%a.raw\n",
-    )
-    .unwrap();
-    let keys = keygen();
-    let store = dir.path().join("public");
-    let config = write_config_with(
-        dir.path(),
-        &store,
-        &keys,
-        "",
-        &transfers,
         "[specifiers]\nw = \"40\"\n[specifiers.aarch64-linux]\nw = \"39\"\n",
     );
+    let (dir, store, config) = (&ch.dir, ch.store.clone(), ch.config.clone());
     let out = |arch: &str, w: &str| {
         let d = dir.path().join(format!("out-{arch}-{w}"));
         std::fs::create_dir_all(&d).unwrap();

@@ -234,14 +234,6 @@ pub struct NameCheck<'a> {
     pub tree: bool,
 }
 
-fn patterns(transfers: &[Transfer]) -> String {
-    transfers
-        .iter()
-        .flat_map(|t| t.source_patterns.iter().map(|p| p.to_string()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Finds the one version an architecture's payload names make up, or says
 /// why not. Cheap: run it before compressing anything.
 pub fn version_of_names(
@@ -266,7 +258,7 @@ pub fn version_of_names(
         return Err(Refusal::Unmatched {
             arch,
             name,
-            patterns: patterns(transfers),
+            patterns: transfer::source_patterns(transfers),
         });
     }
     if let Some(conflict) = c.old_client_conflicts.first() {

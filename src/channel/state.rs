@@ -622,13 +622,11 @@ fn check_published(ch: &mut Channel, opts: &ReadOptions) {
             }
         }
         if !view.unmatched.is_empty() {
-            let patterns = view
-                .transfers
-                .iter()
-                .chain(view.others.iter().flat_map(|o| &o.stream.transfers))
-                .flat_map(|t| t.source_patterns.iter().map(|p| p.to_string()))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let patterns = transfer::source_patterns(
+                view.transfers
+                    .iter()
+                    .chain(view.others.iter().flat_map(|o| &o.stream.transfers)),
+            );
             for file in &view.unmatched {
                 problems.push(Problem::Unmatched {
                     arch,

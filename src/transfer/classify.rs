@@ -148,6 +148,15 @@ fn add_to_set(sets: &mut Vec<VersionSet>, v: &str, transfer: &str, name: &str) {
     }
 }
 
+/// Every source pattern of `transfers`, as messages list them.
+pub fn source_patterns<'a>(transfers: impl IntoIterator<Item = &'a Transfer>) -> String {
+    transfers
+        .into_iter()
+        .flat_map(|t| t.source_patterns.iter().map(|p| p.to_string()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The version systemd ≥ 261 reads from `name`: the first transfer whose
 /// source pattern matches it exactly.
 pub fn version_of(transfers: &[Transfer], name: &str) -> Option<String> {

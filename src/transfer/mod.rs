@@ -24,7 +24,7 @@ mod specifiers;
 mod testutil;
 
 use builder::Builder;
-pub use classify::{classify, version_of, Classification, Conflict, VersionSet};
+pub use classify::{classify, source_patterns, version_of, Classification, Conflict, VersionSet};
 pub use component::Stream;
 pub use export::{device_files, DeviceFile};
 pub use specifiers::{expand_specifiers, SpecifierProblem, Specifiers};
