@@ -369,10 +369,7 @@ impl std::fmt::Display for Problem {
             } => write!(
                 f,
                 "{arch}: {}version {version} is incomplete (no file for {})",
-                component
-                    .as_ref()
-                    .map(|c| format!("component {c} "))
-                    .unwrap_or_default(),
+                crate::transfer::component::prefix(component.as_deref()),
                 missing.join(", ")
             ),
             Unmatched { arch, file, .. } => {

@@ -407,10 +407,7 @@ pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
         // What an operator asks first: why, when, who.
         ctx.ui.report(format!(
             "{}{} withdrawn ({}{} at {}, by {})",
-            w.component
-                .as_ref()
-                .map(|c| format!("component {c} "))
-                .unwrap_or_default(),
+            crate::transfer::component::prefix(w.component.as_deref()),
             w.version,
             w.reason
                 .as_deref()
@@ -437,11 +434,7 @@ pub(super) fn run(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
                 .as_ref()
                 .map(|o| format!(" from {}", o.channel))
                 .unwrap_or_default();
-            let component = e
-                .component
-                .as_ref()
-                .map(|c| format!("component {c} "))
-                .unwrap_or_default();
+            let component = crate::transfer::component::prefix(e.component.as_deref());
             ctx.ui.report(format!(
                 "  #{:<3} {} {:<8} {component}{}{from}{}",
                 e.seq,

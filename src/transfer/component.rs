@@ -32,6 +32,14 @@ pub fn label(component: Option<&str>) -> String {
     }
 }
 
+/// How a version line names its stream: "component NAME " before the
+/// version, nothing for the OS (as lines read before components).
+pub fn prefix(component: Option<&str>) -> String {
+    component
+        .map(|c| format!("component {c} "))
+        .unwrap_or_default()
+}
+
 /// The directory of a stream's transfers: the configured directory for the
 /// OS, `sysupdate.NAME.d` beside it for a component.
 pub fn dir_of(transfers_dir: &Path, component: Option<&str>) -> PathBuf {
