@@ -340,15 +340,16 @@ fn failure(e: object_store::Error) -> Failure {
     Failure::new(kind, status, message)
 }
 
+/// A request that got no HTTP answer, as for WebDAV: refused, reset, timed
+/// out, or a pooled connection the server dropped (hyper's "connection was
+/// not ready", which object_store calls Unknown). Our own reads never get
+/// here (they are `local`); only an answer we could not decode is final.
 fn transport_failed(e: &(dyn std::error::Error + 'static)) -> bool {
     use object_store::client::{HttpError, HttpErrorKind as H};
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(h) = err.downcast_ref::<HttpError>() {
-            return matches!(
-                h.kind(),
-                H::Connect | H::Request | H::Timeout | H::Interrupted
-            );
+            return !matches!(h.kind(), H::Decode);
         }
         cur = err.source();
     }
